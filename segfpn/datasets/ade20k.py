@@ -1,0 +1,185 @@
+"""ADE20K scene parsing (ADEChallengeData2016) as a torch Dataset."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+from torch.utils.data import Dataset
+
+from segfpn.datasets.ade20k_classes import ADE20K_CLASSES, ADE20K_PALETTE
+
+log = logging.getLogger(__name__)
+
+IGNORE_INDEX = 255
+NUM_CLASSES = 150
+IMAGENET_MEAN = (123.675, 116.28, 103.53)
+IMAGENET_STD = (58.395, 57.12, 57.375)
+SPLIT_ALIASES = {"train": "training", "training": "training", "val": "validation", "validation": "validation"}
+LAYOUT = "ADEChallengeData2016/{images,annotations}/{training,validation}/ADE_*.{jpg,png}"
+
+
+class CorruptSampleError(RuntimeError):
+    """An image or annotation that cannot be used; the message names the file and the problem."""
+
+
+def resolve_split(split: str) -> str:
+    """The official split folder name for ``split`` (accepts ``train``/``val`` aliases)."""
+    if split not in SPLIT_ALIASES:
+        raise ValueError(f"split must be one of {sorted(SPLIT_ALIASES)}, got {split!r}")
+    return SPLIT_ALIASES[split]
+
+
+def list_pairs(root: Path, split: str) -> list[tuple[Path, Path]]:
+    """(image, annotation) paths of a split, sorted; raises naming the folder or the unpaired files."""
+    split = resolve_split(split)
+    if not root.is_dir():
+        raise FileNotFoundError(f"ADE20K root {str(root)!r} does not exist; expected the layout {LAYOUT}")
+    img_dir, ann_dir = root / "images" / split, root / "annotations" / split
+    for folder in (img_dir, ann_dir):
+        if not folder.is_dir():
+            raise FileNotFoundError(f"missing folder {str(folder)!r}; expected the layout {LAYOUT}")
+    images = {p.stem: p for p in img_dir.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png")}
+    annotations = {p.stem: p for p in ann_dir.iterdir() if p.suffix.lower() == ".png"}
+    if not images:
+        raise FileNotFoundError(f"no images (*.jpg) in {str(img_dir)!r}")
+    without_ann = sorted(set(images) - set(annotations))
+    without_img = sorted(set(annotations) - set(images))
+    if without_ann or without_img:
+        raise FileNotFoundError(
+            f"unpaired files in {str(root)!r} ({split}): {len(without_ann)} images without annotation "
+            f"{without_ann[:5]}, {len(without_img)} annotations without image {without_img[:5]}"
+        )
+    pairs = [(images[k], annotations[k]) for k in sorted(images)]
+    empty = [str(p) for pair in pairs for p in pair if p.stat().st_size == 0]
+    if empty:
+        raise CorruptSampleError(f"{len(empty)} empty files in {str(root)!r}, e.g. {empty[:3]}")
+    return pairs
+
+
+def load_image(path: Path) -> np.ndarray:
+    """RGB uint8 ``[H, W, 3]`` with the EXIF orientation applied (grayscale/RGBA/CMYK converted)."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return np.asarray(ImageOps.exif_transpose(img).convert("RGB"))
+    except (OSError, UnidentifiedImageError, SyntaxError) as err:
+        raise CorruptSampleError(f"cannot read image {str(path)!r}: {err}") from err
+
+
+def load_raw_image(path: Path) -> np.ndarray:
+    """RGB uint8 pixels as stored (EXIF orientation ignored)."""
+    with Image.open(path) as img:
+        return np.asarray(img.convert("RGB"))
+
+
+def load_annotation(path: Path, max_value: int = NUM_CLASSES) -> np.ndarray:
+    """uint8 ``[H, W]`` ADE20K annotation values (0 = other, 1..150 = classes); checked."""
+    try:
+        with Image.open(path) as ann:
+            ann.load()
+            if ann.mode not in ("L", "P", "I", "I;16"):
+                raise CorruptSampleError(
+                    f"annotation {str(path)!r} must be single-channel (mode L or P), found mode {ann.mode} "
+                    f"with {len(ann.getbands())} channels"
+                )
+            values = np.asarray(ann)
+    except (OSError, UnidentifiedImageError, SyntaxError) as err:
+        raise CorruptSampleError(f"cannot read annotation {str(path)!r}: {err}") from err
+    if values.size and int(values.max()) > max_value:
+        raise CorruptSampleError(
+            f"annotation {str(path)!r} holds value {int(values.max())}; expected 0..{max_value}"
+        )
+    return values.astype(np.uint8)
+
+
+def reduce_zero_label(ann: np.ndarray) -> np.ndarray:
+    """ADE20K values to train ids (uint8): 0 -> 255 (ignore), k -> k-1."""
+    return (ann.astype(np.int16) - 1).astype(np.uint8)  # 0 - 1 wraps to 255
+
+
+class ADE20KDataset(Dataset):
+    """ADE20K image/mask pairs in the official layout.
+
+    Returns ``(image, mask)``: float32 ``[3, H, W]`` normalised RGB and int64 ``[H, W]`` train ids
+    (0..149, 255 = ignore). ``transform`` is an albumentations pipeline called as
+    ``transform(image=..., mask=...)``; ``None`` gives the validation transform (normalise only).
+
+    Args:
+        root_dir: the ``ADEChallengeData2016`` folder.
+        split: ``training``/``validation`` (or ``train``/``val``).
+        on_error: ``"raise"`` stops at a corrupt sample; ``"skip"`` replaces it by the next good one,
+            counts it, and warns (see :meth:`report_skipped`).
+    """
+
+    classes = ADE20K_CLASSES
+    palette = ADE20K_PALETTE
+
+    def __init__(
+        self,
+        root_dir: str | Path,
+        split: str = "training",
+        transform: Callable | None = None,
+        reduce_zero_label: bool = True,
+        on_error: Literal["raise", "skip"] = "raise",
+    ) -> None:
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        self.root = Path(root_dir)
+        self.split = resolve_split(split)
+        self.pairs = list_pairs(self.root, self.split)
+        self.reduce_zero_label = reduce_zero_label
+        self.on_error = on_error
+        if transform is None:
+            from segfpn.datasets.transforms import val_transform
+
+            transform = val_transform()
+        self.transform = transform
+        self.skipped: list[str] = []
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def load_pair(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Raw RGB uint8 image and train-id mask of sample ``index``, checked for consistency."""
+        img_path, ann_path = self.pairs[index]
+        image, ann = load_image(img_path), load_annotation(ann_path)
+        if image.shape[:2] != ann.shape:
+            raw = load_raw_image(img_path)
+            if raw.shape[:2] != ann.shape:
+                raise CorruptSampleError(
+                    f"image {str(img_path)!r} is {image.shape[1]}x{image.shape[0]} (WxH) but its annotation "
+                    f"{str(ann_path)!r} is {ann.shape[1]}x{ann.shape[0]}"
+                )
+            image = raw  # annotated on the stored pixels: ignore the EXIF orientation
+        mask = reduce_zero_label(ann) if self.reduce_zero_label else ann
+        return image, mask
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        for attempt in range(len(self)):
+            i = (index + attempt) % len(self)
+            try:
+                image, mask = self.load_pair(i)
+                break
+            except CorruptSampleError as err:
+                if self.on_error == "raise":
+                    raise
+                self.skipped.append(str(err))
+                log.warning("skipping sample %d: %s", i, err)
+        else:
+            raise CorruptSampleError(f"every sample of {str(self.root)!r} ({self.split}) is unusable")
+        out = self.transform(image=image, mask=mask)
+        return out["image"], torch.as_tensor(out["mask"], dtype=torch.long)
+
+    def report_skipped(self) -> int:
+        """Warn once with the number of samples skipped so far and return it."""
+        if self.skipped:
+            warnings.warn(f"{len(self.skipped)} corrupt samples skipped in {self.root} ({self.split}), "
+                          f"e.g. {self.skipped[0]}", stacklevel=2)
+        return len(self.skipped)

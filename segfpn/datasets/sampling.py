@@ -1,0 +1,74 @@
+"""Class-balanced sampling (repeat factors, as in LVIS) and class-weight vectors for losses."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Literal
+
+import numpy as np
+import torch
+from torch.utils.data import Sampler
+
+
+def repeat_factors(presence: np.ndarray, threshold: float = 0.01) -> np.ndarray:
+    """Per-image repeat factor r_i = max over its classes c of max(1, sqrt(t / f_c)), where f_c is the
+    fraction of images containing c (Gupta et al., LVIS, 2019)."""
+    if threshold <= 0:
+        raise ValueError(f"repeat threshold must be positive, got {threshold}")
+    freq = presence.mean(0)
+    class_factor = np.where(freq > 0, np.maximum(1.0, np.sqrt(threshold / np.maximum(freq, 1e-12))), 1.0)
+    per_image = np.where(presence, class_factor[None, :], 1.0)
+    return per_image.max(1) if presence.shape[1] else np.ones(len(presence))
+
+
+class RepeatFactorSampler(Sampler[int]):
+    """Each epoch, image i appears floor(r_i) times plus once more with probability frac(r_i), shuffled.
+
+    Deterministic per (seed, epoch); Lightning wraps it for DDP (each rank gets its share).
+    """
+
+    def __init__(self, factors: np.ndarray, seed: int = 0) -> None:
+        self.factors = torch.as_tensor(factors, dtype=torch.float64)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _indices(self) -> torch.Tensor:
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        whole = self.factors.floor()
+        reps = whole + (torch.rand(len(self.factors), generator=g, dtype=torch.float64) < self.factors - whole)
+        indices = torch.repeat_interleave(torch.arange(len(self.factors)), reps.long())
+        return indices[torch.randperm(len(indices), generator=g)]
+
+    def __iter__(self) -> Iterator[int]:
+        indices = self._indices()
+        self.epoch += 1
+        return iter(indices.tolist())
+
+    def __len__(self) -> int:
+        return int(math.ceil(float(self.factors.sum())))
+
+
+def class_weights(pixels: np.ndarray, method: Literal["inverse_log", "inverse_sqrt", "inverse"] = "inverse_log",
+                  eps: float = 1.02) -> torch.Tensor:
+    """Per-class loss weights from pixel counts, normalised to mean 1 over present classes.
+
+    ``inverse_log``: 1 / ln(eps + f_c) (ENet, Paszke et al. 2016); ``inverse_sqrt``: 1/sqrt(f_c);
+    ``inverse``: 1/f_c. Absent classes get weight 0 (they have no pixels to weigh).
+    """
+    freq = pixels / max(float(pixels.sum()), 1.0)
+    present = freq > 0
+    if method == "inverse_log":
+        w = 1.0 / np.log(eps + freq)
+    elif method == "inverse_sqrt":
+        w = 1.0 / np.sqrt(np.maximum(freq, 1e-12))
+    elif method == "inverse":
+        w = 1.0 / np.maximum(freq, 1e-12)
+    else:
+        raise ValueError(f"class weight method must be inverse_log, inverse_sqrt or inverse, got {method!r}")
+    w = np.where(present, w, 0.0)
+    w = w / w[present].mean() if present.any() else w
+    return torch.as_tensor(w, dtype=torch.float32)

@@ -1,0 +1,165 @@
+"""albumentations pipelines: the Semantic FPN ADE20K training recipe and the evaluation transform."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import albumentations as A
+import cv2
+import numpy as np
+from albumentations.pytorch import ToTensorV2
+
+from segfpn.datasets.ade20k import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
+
+
+class RandomRescale(A.DualTransform):
+    """mmsegmentation's ``RandomResize(scale, ratio_range, keep_ratio=True)``: draw r in ``ratio_range``
+    and rescale (keeping the aspect ratio) to the largest size fitting ``(r*scale[0], r*scale[1])`` as
+    (long edge, short edge). Masks use nearest neighbour."""
+
+    def __init__(self, scale: tuple[int, int] = (2048, 512), ratio_range: tuple[float, float] = (0.5, 2.0),
+                 p: float = 1.0) -> None:
+        super().__init__(p=p)
+        self.scale = tuple(scale)
+        self.ratio_range = tuple(ratio_range)
+
+    def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+        h, w = params["shape"][:2]
+        ratio = self.py_random.uniform(*self.ratio_range)
+        return {"size": fit_size(h, w, (self.scale[0] * ratio, self.scale[1] * ratio))}
+
+    def apply(self, img: np.ndarray, size: tuple[int, int] = (0, 0), **params: Any) -> np.ndarray:
+        return cv2.resize(img, size[::-1], interpolation=cv2.INTER_LINEAR)
+
+    def apply_to_mask(self, mask: np.ndarray, size: tuple[int, int] = (0, 0), **params: Any) -> np.ndarray:
+        return cv2.resize(mask, size[::-1], interpolation=cv2.INTER_NEAREST)
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("scale", "ratio_range")
+
+
+class CatMaxRatioCrop(A.DualTransform):
+    """mmsegmentation's ``RandomCrop(crop_size, cat_max_ratio)``: up to 10 tries for a crop in which no
+    single class covers more than ``cat_max_ratio`` of the labelled pixels. Smaller images keep their size
+    on that side (pad afterwards)."""
+
+    def __init__(self, height: int, width: int, cat_max_ratio: float = 0.75, ignore_index: int = IGNORE_INDEX,
+                 max_tries: int = 10, p: float = 1.0) -> None:
+        super().__init__(p=p)
+        self.height, self.width = height, width
+        self.cat_max_ratio = cat_max_ratio
+        self.ignore_index = ignore_index
+        self.max_tries = max_tries
+
+    def _random_box(self, h: int, w: int) -> tuple[int, int, int, int]:
+        y0 = self.py_random.randint(0, max(h - self.height, 0))
+        x0 = self.py_random.randint(0, max(w - self.width, 0))
+        return y0, min(y0 + self.height, h), x0, min(x0 + self.width, w)
+
+    def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+        h, w = params["shape"][:2]
+        box = self._random_box(h, w)
+        mask = data.get("mask")
+        if mask is not None and self.cat_max_ratio < 1.0:
+            for _ in range(self.max_tries):
+                y0, y1, x0, x1 = box
+                labels, counts = np.unique(mask[y0:y1, x0:x1], return_counts=True)
+                counts = counts[labels != self.ignore_index]
+                if len(counts) > 1 and counts.max() / counts.sum() < self.cat_max_ratio:
+                    break
+                box = self._random_box(h, w)
+        return {"box": box}
+
+    def apply(self, img: np.ndarray, box: tuple[int, int, int, int] = (0, 0, 0, 0), **params: Any) -> np.ndarray:
+        y0, y1, x0, x1 = box
+        return np.ascontiguousarray(img[y0:y1, x0:x1])
+
+    def apply_to_mask(self, mask: np.ndarray, box: tuple[int, int, int, int] = (0, 0, 0, 0), **params: Any) -> np.ndarray:
+        return self.apply(mask, box)
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("height", "width", "cat_max_ratio", "ignore_index", "max_tries")
+
+
+class PhotoMetricDistortion(A.ImageOnlyTransform):
+    """mmsegmentation's ``PhotoMetricDistortion``: each with probability 0.5, brightness +-32,
+    contrast x[0.5, 1.5] (before or after the HSV changes), saturation x[0.5, 1.5], hue +-18 (of 180)."""
+
+    def __init__(self, brightness_delta: int = 32, contrast_range: tuple[float, float] = (0.5, 1.5),
+                 saturation_range: tuple[float, float] = (0.5, 1.5), hue_delta: int = 18, p: float = 1.0) -> None:
+        super().__init__(p=p)
+        self.brightness_delta = brightness_delta
+        self.contrast_range = tuple(contrast_range)
+        self.saturation_range = tuple(saturation_range)
+        self.hue_delta = hue_delta
+
+    def get_params(self) -> dict[str, Any]:
+        r = self.py_random
+        return {
+            "brightness": r.uniform(-self.brightness_delta, self.brightness_delta) if r.random() < 0.5 else None,
+            "contrast_first": r.random() < 0.5,
+            "contrast": r.uniform(*self.contrast_range) if r.random() < 0.5 else None,
+            "saturation": r.uniform(*self.saturation_range) if r.random() < 0.5 else None,
+            "hue": r.randint(-self.hue_delta, self.hue_delta) if r.random() < 0.5 else None,
+        }
+
+    def apply(self, img: np.ndarray, brightness: float | None = None, contrast_first: bool = True,
+              contrast: float | None = None, saturation: float | None = None, hue: int | None = None,
+              **params: Any) -> np.ndarray:
+        def to_uint8(x: np.ndarray) -> np.ndarray:
+            return np.clip(x, 0, 255).astype(np.uint8)
+
+        if brightness is not None:
+            img = to_uint8(img.astype(np.float32) + brightness)
+        if contrast is not None and contrast_first:
+            img = to_uint8(img.astype(np.float32) * contrast)
+        if saturation is not None or hue is not None:
+            hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV).astype(np.float32)
+            if saturation is not None:
+                hsv[..., 1] = np.clip(hsv[..., 1] * saturation, 0, 255)
+            if hue is not None:
+                hsv[..., 0] = (hsv[..., 0] + hue) % 180
+            img = cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB)
+        if contrast is not None and not contrast_first:
+            img = to_uint8(img.astype(np.float32) * contrast)
+        return img
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("brightness_delta", "contrast_range", "saturation_range", "hue_delta")
+
+
+def fit_size(h: int, w: int, scale: tuple[float, float]) -> tuple[int, int]:
+    """(h, w) rescaled, keeping the ratio, to fit ``scale`` = (long edge max, short edge max)."""
+    factor = min(max(scale) / max(h, w), min(scale) / min(h, w))
+    return int(h * factor + 0.5), int(w * factor + 0.5)
+
+
+def normalize() -> A.Normalize:
+    """ImageNet mean/std normalisation on the 0..255 scale."""
+    return A.Normalize(mean=[m / 255 for m in IMAGENET_MEAN], std=[s / 255 for s in IMAGENET_STD], max_pixel_value=255.0)
+
+
+def train_transform(crop_size: int | tuple[int, int] = 512, scale: tuple[int, int] = (2048, 512),
+                    ratio_range: tuple[float, float] = (0.5, 2.0), cat_max_ratio: float = 0.75,
+                    photometric: bool = True) -> A.Compose:
+    """The Semantic FPN ADE20K training pipeline; image padded with 0 and mask with 255 to ``crop_size``."""
+    ch, cw = (crop_size, crop_size) if isinstance(crop_size, int) else tuple(crop_size)
+    steps: list[A.BasicTransform] = [
+        RandomRescale(scale, ratio_range),
+        CatMaxRatioCrop(ch, cw, cat_max_ratio),
+        A.HorizontalFlip(p=0.5),
+    ]
+    if photometric:
+        steps.append(PhotoMetricDistortion())
+    steps += [
+        normalize(),
+        A.PadIfNeeded(ch, cw, position="top_left", border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=IGNORE_INDEX),
+        ToTensorV2(),
+    ]
+    return A.Compose(steps)
+
+
+def val_transform() -> A.Compose:
+    """Evaluation transform: the image at its own size, normalised (the model's inference step does the
+    test-time resize, so masks stay at the annotation's resolution)."""
+    return A.Compose([normalize(), ToTensorV2()])

@@ -1,0 +1,105 @@
+"""SegmentationModel: timm backbone -> FPN neck -> Semantic FPN head."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from segfpn.models.backbone import TimmBackbone
+from segfpn.models.fpn import FPN, UpsampleMode
+from segfpn.models.head import NormName, SemanticFPNHead
+
+
+class SegmentationModel(nn.Module):
+    """Semantic FPN on a timm backbone.
+
+    ``model(x)`` returns a dict:
+        ``"p0"``: main logits ``[B, num_classes, H, W]`` at the input's own ``H, W``;
+        ``"p1"``..``"p4"`` (only with ``aux_classifiers=True``): auxiliary logits of FPN level 1..4
+        (strides 4, 8, 16, 32), upsampled to ``H, W`` as well.
+    Inputs of any size work: they are padded at the bottom/right to a multiple of the backbone's
+    stride (32) and the logits are cropped back.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 150,
+        backbone_name: str = "convnext_tiny",
+        pretrained: bool = False,
+        pretrained_path: str | None = None,
+        img_size: int = 512,
+        frozen_stages: int = -1,
+        drop_path_rate: float = 0.0,
+        fpn_channels: int = 256,
+        lateral_connections: bool = True,
+        top_down: bool = True,
+        upsample_mode: UpsampleMode = "nearest",
+        attention: str | None = None,
+        head_channels: int = 128,
+        norm: NormName = "bn",
+        dropout: float = 0.1,
+        fusion: Literal["sum", "attention"] = "sum",
+        aux_classifiers: bool = False,
+    ) -> None:
+        super().__init__()
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be positive, got {num_classes}")
+        self.num_classes = num_classes
+        self.backbone = TimmBackbone(
+            backbone_name, pretrained=pretrained, pretrained_path=pretrained_path, img_size=img_size,
+            frozen_stages=frozen_stages, drop_path_rate=drop_path_rate,
+        )
+        self.neck = FPN(
+            self.backbone.channels, fpn_channels, lateral_connections=lateral_connections, top_down=top_down,
+            upsample_mode=upsample_mode, attention=attention,
+        )
+        self.head = SemanticFPNHead(
+            fpn_channels, num_classes, strides=self.backbone.strides, channels=head_channels, norm=norm,
+            dropout=dropout, fusion=fusion, aux_classifiers=aux_classifiers,
+        )
+
+    @property
+    def size_divisor(self) -> int:
+        return self.backbone.size_divisor
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"SegmentationModel expects a torch.Tensor, got {type(x).__name__}")
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(
+                f"SegmentationModel expects RGB images shaped [B, 3, H, W]; got {list(x.shape)}"
+                + (" (add a batch dimension with x.unsqueeze(0))" if x.dim() == 3 else "")
+            )
+        if not x.is_floating_point():
+            raise TypeError(f"SegmentationModel expects a floating-point image tensor, got {x.dtype}")
+
+    def _pad(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        d = self.size_divisor
+        ph, pw = (-h) % d, (-w) % d
+        return F.pad(x, (0, pw, 0, ph)) if ph or pw else x
+
+    def extract_backbone_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The backbone's four NCHW maps (strides 4/8/16/32 of the input padded to a multiple of 32)."""
+        self._check_input(x)
+        return self.backbone(self._pad(x))
+
+    def extract_fpn_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The FPN outputs, finest first, NCHW."""
+        return self.neck(self.extract_backbone_features(x))
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        h, w = x.shape[-2:]
+        pyramid = self.extract_fpn_features(x)
+        out = {"p0": self._to_input_size(self.head(pyramid), h, w)}
+        for level, logits in enumerate(self.head.forward_aux(pyramid), start=1):
+            out[f"p{level}"] = self._to_input_size(logits, h, w)
+        return out
+
+    def _to_input_size(self, logits: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        ph, pw = -(-h // self.size_divisor) * self.size_divisor, -(-w // self.size_divisor) * self.size_divisor
+        logits = F.interpolate(logits, size=(ph, pw), mode="bilinear", align_corners=False)
+        return logits[..., :h, :w]
