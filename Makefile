@@ -2,14 +2,16 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+QUIET_PIP := { grep -v "^WARNING: Location" || true; }
 STAMP := $(VENV)/.segfpn-installed
 
 .PHONY: demo test test-quick bench install clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
-	$(BIN)/python -m pip install --quiet -e ".[dev,bench]" 2>&1 | grep -v "^WARNING: Location"; test $${PIPESTATUS[0]:-0} -eq 0
+	$(BIN)/python -m pip install --quiet -e ".[dev,bench]" 2>&1 | $(QUIET_PIP)
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -1,0 +1,3 @@
+from segfpn.cli import main
+
+main()

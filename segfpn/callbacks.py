@@ -1,0 +1,164 @@
+"""Lightning callbacks: gradient monitoring, best/last checkpoints, prediction writing, W&B media."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint
+from PIL import Image
+
+from segfpn.datasets.ade20k_classes import ADE20K_CLASSES
+from segfpn.utils.visualize import colorize, denormalize, overlay
+
+log = logging.getLogger(__name__)
+
+
+def gradient_stats(module: torch.nn.Module, depth: int = 1) -> dict[str, dict[str, float]]:
+    """Gradient norm, mean and std per module group (parameter names cut at ``depth + 1`` components)."""
+    sums: dict[str, list[float]] = {}
+    for name, p in module.named_parameters():
+        if p.grad is None:
+            continue
+        group = ".".join(name.split(".")[: depth + 1])
+        g = p.grad.detach().float()
+        s = sums.setdefault(group, [0.0, 0.0, 0])
+        s[0] += g.sum().item()
+        s[1] += g.pow(2).sum().item()
+        s[2] += g.numel()
+    stats = {}
+    for group, (total, squares, n) in sums.items():
+        mean = total / n
+        stats[group] = {"norm": squares**0.5, "mean": mean, "std": max(squares / n - mean**2, 0.0) ** 0.5}
+    return stats
+
+
+class GradientMonitor(L.Callback):
+    """Every ``every_n_steps`` optimiser steps, log norm/mean/std of the (unscaled) gradients per module
+    group, e.g. ``grad/model.backbone/norm``; ``depth`` 2 splits deeper (``model.backbone.body``...)."""
+
+    def __init__(self, every_n_steps: int = 50, depth: int = 1) -> None:
+        if every_n_steps < 1:
+            raise ValueError(f"every_n_steps must be >= 1, got {every_n_steps}")
+        self.every_n_steps = every_n_steps
+        self.depth = depth
+        self.last: dict[str, dict[str, float]] = {}
+
+    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any) -> None:
+        if trainer.global_step % self.every_n_steps:
+            return
+        self.last = gradient_stats(pl_module, self.depth)
+        pl_module.log_dict({f"grad/{g}/{k}": v for g, s in self.last.items() for k, v in s.items()})
+
+
+class BestAndLastCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint that also keeps a copy of the best checkpoint as ``best.ckpt`` in ``dirpath``, so
+    ``--ckpt_path best`` works from a new process (validate/test after fit)."""
+
+    def __init__(
+        self,
+        dirpath: str | None = None,
+        filename: str = "step{step:07d}-miou{val/mIoU:.4f}",
+        monitor: str = "val/mIoU",
+        mode: str = "max",
+        save_last: bool = True,
+        save_top_k: int = 1,
+        every_n_train_steps: int | None = None,
+        every_n_epochs: int | None = None,
+        save_on_train_epoch_end: bool | None = None,
+    ) -> None:
+        super().__init__(
+            dirpath=dirpath, filename=filename, monitor=monitor, mode=mode, save_last=save_last, save_top_k=save_top_k,
+            every_n_train_steps=every_n_train_steps, every_n_epochs=every_n_epochs, auto_insert_metric_name=False,
+            save_on_train_epoch_end=save_on_train_epoch_end,
+        )
+        best = Path(dirpath or "") / "best.ckpt"
+        if dirpath and best.is_file():
+            self.best_model_path = str(best)
+
+    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        super()._save_checkpoint(trainer, filepath)
+        if filepath == self.best_model_path and trainer.is_global_zero:
+            shutil.copyfile(filepath, Path(filepath).with_name("best.ckpt"))
+
+
+class PredictionWriter(BasePredictionWriter):
+    """Writes ``labels/<name>.png`` (ADE20K submission format: values 1..150) and ``overlays/<name>.jpg``."""
+
+    def __init__(self, output_dir: str = "predictions", overlays: bool = True) -> None:
+        super().__init__(write_interval="batch")
+        self.output_dir = Path(output_dir)
+        self.overlays = overlays
+
+    def write_on_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, prediction: dict, batch_indices: Any,
+                           batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        images, _ = batch
+        (self.output_dir / "labels").mkdir(parents=True, exist_ok=True)
+        for image, labels, path in zip(images, prediction["labels"].cpu().numpy(), prediction["paths"]):
+            stem = Path(path).stem
+            Image.fromarray((labels.astype(np.uint16) + 1).astype(np.uint8)).save(self.output_dir / "labels" / f"{stem}.png")
+            if self.overlays:
+                (self.output_dir / "overlays").mkdir(parents=True, exist_ok=True)
+                Image.fromarray(overlay(denormalize(image), colorize(labels))).save(self.output_dir / "overlays" / f"{stem}.jpg")
+
+
+class WandbMedia(L.Callback):
+    """After each validation: a per-class IoU table, the confusion matrix and ``num_images`` prediction
+    overlays as W&B masks (only when a WandbLogger is attached; rank 0 only)."""
+
+    def __init__(self, num_images: int = 4) -> None:
+        self.num_images = num_images
+        self._samples: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+
+    @staticmethod
+    def _wandb_logger(trainer: L.Trainer) -> Any:
+        from lightning.pytorch.loggers import WandbLogger
+
+        return next((lg for lg in trainer.loggers if isinstance(lg, WandbLogger)), None)
+
+    def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                                batch_idx: int, dataloader_idx: int = 0) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero or len(self._samples) >= self.num_images:
+            return
+        if self._wandb_logger(trainer) is None:
+            return
+        images, masks = batch
+        for image, mask, logits in zip(images, masks, outputs):
+            if len(self._samples) < self.num_images:
+                self._samples.append((denormalize(image), mask.cpu().numpy(), logits.argmax(0).cpu().numpy()))
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        logger = self._wandb_logger(trainer)
+        if logger is None or trainer.sanity_checking or not trainer.is_global_zero:
+            self._samples = []
+            return
+        import wandb
+
+        scores = getattr(pl_module, "last_scores", {})
+        if "IoU" in scores:
+            names = _class_names(len(scores["IoU"]))
+            rows = [[c, names[c], float(scores["IoU"][c]), float(scores["Acc"][c])] for c in range(len(names))
+                    if not torch.isnan(scores["IoU"][c])]
+            logger.experiment.log({"val/per_class": wandb.Table(columns=["id", "class", "IoU", "Acc"], data=rows),
+                                   "trainer/global_step": trainer.global_step})
+            from segfpn.utils.visualize import plot_confusion_matrix
+
+            fig = plot_confusion_matrix(scores["confmat"].numpy(), names, top_k=30)
+            logger.experiment.log({"val/confusion_matrix": wandb.Image(fig), "trainer/global_step": trainer.global_step})
+        labels = {i: n for i, n in enumerate(_class_names(pl_module.hparams.get("num_classes", 150)))}
+        images = [wandb.Image(img, masks={"prediction": {"mask_data": pred, "class_labels": labels},
+                                          "ground_truth": {"mask_data": np.where(gt == 255, 0, gt), "class_labels": labels}})
+                  for img, gt, pred in self._samples]
+        if images:
+            logger.experiment.log({"val/predictions": images, "trainer/global_step": trainer.global_step})
+        self._samples = []
+
+
+def _class_names(n: int) -> list[str]:
+    return list(ADE20K_CLASSES) if n == len(ADE20K_CLASSES) else [f"class_{i}" for i in range(n)]
+

@@ -1,0 +1,91 @@
+"""The ``segfpn`` command: LightningCLI (fit/validate/test/predict) plus analysis commands."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+
+from segfpn.callbacks import BestAndLastCheckpoint
+from segfpn.datasets.datamodule import ADE20KDataModule
+from segfpn.module import SegmentationModule
+from segfpn.wandb_setup import configure_wandb_mode
+
+# Commands that are not LightningCLI subcommands: name -> "module:function" taking argv.
+TOOLS = {
+    "summary": "segfpn.commands.summary:main",
+    "class-stats": "segfpn.commands.class_stats:main",
+}
+
+
+class TimestampedSaveConfig(SaveConfigCallback):
+    """Saves ``config.yaml`` in the run folder (overwriting), a timestamped copy beside the checkpoints, and
+    the whole config in the logger's hyper-parameters (so W&B shows it)."""
+
+    def save_config(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        folder = Path(trainer.default_root_dir) / "configs"
+        folder.mkdir(parents=True, exist_ok=True)
+        self.parser.save(self.config, folder / f"{getattr(stage, 'value', stage)}-{time.strftime('%Y%m%d-%H%M%S')}.yaml",
+                         skip_none=False, overwrite=True)
+        if trainer.logger is not None:
+            trainer.logger.log_hyperparams({"cli_config": self.parser.dump(self.config, skip_none=False)})
+
+
+class SegFPNCLI(LightningCLI):
+    """LightningCLI with segfpn's links, checkpoint callback and ``--ckpt_path best|last`` resolution."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+        parser.add_lightning_class_args(BestAndLastCheckpoint, "checkpoint")
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        root = Path(config.trainer.default_root_dir or "runs/default")
+        config.trainer.default_root_dir = str(root)
+        if not config.checkpoint.dirpath:
+            config.checkpoint.dirpath = str(root / "checkpoints")
+        ckpt = config.get("ckpt_path")
+        if ckpt in ("best", "last"):
+            candidate = Path(config.checkpoint.dirpath) / f"{ckpt}.ckpt"
+            if candidate.is_file():
+                config.ckpt_path = str(candidate)
+            elif ckpt == "best" or self.subcommand != "fit":
+                raise FileNotFoundError(
+                    f"--ckpt_path {ckpt}: no {candidate} (checkpoint.dirpath={config.checkpoint.dirpath!r}); "
+                    "run `segfpn fit` with this config first or pass a checkpoint file"
+                )
+
+
+def run_cli(args: list[str] | None = None) -> SegFPNCLI:
+    """Run the LightningCLI on ``args`` (default: ``sys.argv[1:]``)."""
+    configure_wandb_mode()
+    return SegFPNCLI(
+        SegmentationModule,
+        ADE20KDataModule,
+        args=args,
+        save_config_callback=TimestampedSaveConfig,
+        save_config_kwargs={"overwrite": True},
+        trainer_defaults={
+            "logger": {"class_path": "lightning.pytorch.loggers.WandbLogger",
+                       "init_args": {"project": "segfpn", "save_dir": "runs/default"}},
+            "default_root_dir": "runs/default",
+        },
+        parser_kwargs={"description": "segfpn: Semantic FPN training and evaluation (LightningCLI). Other commands: "
+                       + ", ".join(TOOLS)},
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``segfpn`` and ``python -m segfpn``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in TOOLS:
+        module, function = TOOLS[argv[0]].split(":")
+        import importlib
+
+        getattr(importlib.import_module(module), function)(argv[1:])
+        return
+    run_cli(argv)

@@ -1,0 +1,211 @@
+"""SegmentationModule: the LightningModule that trains and evaluates a SegmentationModel."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Literal
+
+import lightning as L
+import torch
+from torch import nn
+
+from segfpn.datasets.ade20k import NUM_CLASSES
+from segfpn.inference import InferenceConfig, predict_logits
+from segfpn.losses import CombinedLoss, CrossEntropyLoss
+from segfpn.metrics import BoundaryIoU, SegmentationMetrics
+from segfpn.models import SegmentationModel
+from segfpn.models.fpn import UpsampleMode
+from segfpn.models.head import NormName
+from segfpn.optim import build_optimizer, lr_factor, param_groups
+
+log = logging.getLogger(__name__)
+
+
+class SegmentationModule(L.LightningModule):
+    """Loss, optimiser + per-iteration schedule, dataset-level metrics and logging around SegmentationModel.
+
+    Model arguments (``backbone_name`` ... ``aux_classifiers``) are those of
+    :class:`segfpn.models.SegmentationModel`. Training arguments:
+        loss: ``"ce"``, ``"ce+0.5*dice"`` or ``{"ce": 1.0, "lovasz": 0.5}`` (ce, ohem, dice, focal, lovasz).
+        class_weight: per-class CE weights, or ``"inverse_log"``/``"inverse_sqrt"``/``"inverse"`` to derive
+            them from the training split's pixel counts (needs the ADE20KDataModule).
+        aux_loss_weight: weight of the CE of each auxiliary level (with ``aux_classifiers=True``).
+        optimizer, lr, weight_decay, momentum, backbone_lr_mult: AdamW (default) or SGD; norms, biases
+            and position tables get no weight decay.
+        schedule, warmup_iters, warmup_ratio, poly_power, min_lr_ratio, max_iters: per-iteration
+            schedule; ``max_iters=None`` uses the trainer's total number of optimiser steps.
+        channels_last, compile: memory format and ``torch.compile`` of the model.
+        inference: evaluation mode (see :class:`segfpn.inference.InferenceConfig`).
+        boundary_iou: also compute Boundary IoU during validation/test.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = NUM_CLASSES,
+        backbone_name: str = "convnext_tiny",
+        pretrained: bool = False,
+        pretrained_path: str | None = None,
+        img_size: int = 512,
+        frozen_stages: int = -1,
+        drop_path_rate: float = 0.0,
+        fpn_channels: int = 256,
+        lateral_connections: bool = True,
+        top_down: bool = True,
+        upsample_mode: UpsampleMode = "nearest",
+        attention: str | None = None,
+        head_channels: int = 128,
+        norm: NormName = "bn",
+        dropout: float = 0.1,
+        fusion: Literal["sum", "attention"] = "sum",
+        aux_classifiers: bool = False,
+        loss: str | dict[str, float] = "ce",
+        class_weight: str | list[float] | None = None,
+        aux_loss_weight: float = 0.4,
+        ohem_thresh: float = 0.7,
+        ohem_min_kept: int = 100_000,
+        focal_gamma: float = 2.0,
+        optimizer: Literal["adamw", "sgd"] = "adamw",
+        lr: float = 1e-4,
+        weight_decay: float = 1e-4,
+        momentum: float = 0.9,
+        backbone_lr_mult: float = 1.0,
+        schedule: Literal["poly", "cosine", "constant"] = "poly",
+        warmup_iters: int = 0,
+        warmup_ratio: float = 1e-6,
+        poly_power: float = 0.9,
+        min_lr_ratio: float = 0.0,
+        max_iters: int | None = None,
+        channels_last: bool = False,
+        compile: bool = False,
+        inference: InferenceConfig | None = None,
+        boundary_iou: bool = False,
+    ) -> None:
+        super().__init__()
+        _check_positive(lr=lr, poly_power=poly_power)
+        _check_non_negative(weight_decay=weight_decay, aux_loss_weight=aux_loss_weight, warmup_iters=warmup_iters,
+                            backbone_lr_mult=backbone_lr_mult)
+        if optimizer not in ("adamw", "sgd"):
+            raise ValueError(f"model.optimizer must be 'adamw' or 'sgd', got {optimizer!r}")
+        if schedule not in ("poly", "cosine", "constant"):
+            raise ValueError(f"model.schedule must be 'poly', 'cosine' or 'constant', got {schedule!r}")
+        self.save_hyperparameters()
+        self.model = SegmentationModel(
+            num_classes=num_classes, backbone_name=backbone_name, pretrained=pretrained,
+            pretrained_path=pretrained_path, img_size=img_size, frozen_stages=frozen_stages,
+            drop_path_rate=drop_path_rate, fpn_channels=fpn_channels, lateral_connections=lateral_connections,
+            top_down=top_down, upsample_mode=upsample_mode, attention=attention, head_channels=head_channels,
+            norm=norm, dropout=dropout, fusion=fusion, aux_classifiers=aux_classifiers,
+        )
+        weights = torch.tensor(class_weight, dtype=torch.float) if isinstance(class_weight, list) else None
+        if weights is not None and len(weights) != num_classes:
+            raise ValueError(f"model.class_weight has {len(weights)} values, expected num_classes={num_classes}")
+        self.criterion = CombinedLoss(loss, weights, ohem_thresh, ohem_min_kept, focal_gamma)
+        self.aux_criterion = CrossEntropyLoss()
+        self.inference = inference or InferenceConfig()
+        self.val_metrics = SegmentationMetrics(num_classes)
+        self.test_metrics = SegmentationMetrics(num_classes)
+        self.val_boundary = BoundaryIoU(num_classes) if boundary_iou else None
+        self.test_boundary = BoundaryIoU(num_classes) if boundary_iou else None
+        self.last_scores: dict[str, torch.Tensor] = {}
+        self._compiled = False
+        if channels_last:
+            self.model.to(memory_format=torch.channels_last)
+
+    # -- set-up -----------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        if isinstance(self.hparams.class_weight, str) and self.criterion.terms.get("ce") is not None:
+            datamodule = getattr(self.trainer, "datamodule", None)
+            if datamodule is None or not hasattr(datamodule, "class_weights"):
+                raise ValueError(f"model.class_weight={self.hparams.class_weight!r} needs the ADE20KDataModule")
+            weights = datamodule.class_weights(self.hparams.class_weight)
+            self.criterion.terms["ce"].class_weight = weights.to(self.device)
+            log.info("class weights (%s): min %.3f max %.3f", self.hparams.class_weight, weights.min(), weights.max())
+
+    def configure_model(self) -> None:
+        if self.hparams.compile and not self._compiled:
+            self.model.compile()
+            self._compiled = True
+
+    # -- forward / steps --------------------------------------------------------------------------
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.hparams.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return self.model(images)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        images, masks = batch
+        outputs = self(images)
+        parts = self.criterion(outputs["p0"], masks)
+        loss = parts["loss"]
+        for key in sorted(k for k in outputs if k != "p0"):
+            aux = self.hparams.aux_loss_weight * self.aux_criterion(outputs[key], masks)
+            parts[f"aux_{key}"] = aux
+            loss = loss + aux
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite training loss {loss.item()} at step {self.global_step}")
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(images))
+        if len(parts) > 1:
+            self.log_dict({f"train/loss_{k}": v for k, v in parts.items() if k != "loss"}, batch_size=len(images))
+        return loss
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[-1]["lr"], batch_size=1)
+
+    def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], metrics: SegmentationMetrics,
+                  boundary: BoundaryIoU | None, prefix: str) -> torch.Tensor:
+        images, masks = batch
+        logits = predict_logits(self, images, self.inference, self.hparams.num_classes)
+        loss = self.criterion(logits, masks)["loss"]
+        self.log(f"{prefix}/loss", loss, sync_dist=True, batch_size=len(images))
+        metrics.update(logits, masks)
+        if boundary is not None:
+            boundary.update(logits, masks)
+        return logits
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._evaluate(batch, self.val_metrics, self.val_boundary, "val")
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self._evaluate(batch, self.test_metrics, self.test_boundary, "test")
+
+    def _log_scores(self, metrics: SegmentationMetrics, boundary: BoundaryIoU | None, prefix: str) -> None:
+        scores = metrics.compute()
+        self.log_dict({f"{prefix}/{k}": scores[k].float() for k in ("mIoU", "aAcc", "mAcc")})
+        if boundary is not None:
+            self.log(f"{prefix}/bIoU", boundary.compute().float())
+            boundary.reset()
+        self.last_scores = {k: v.detach().cpu() for k, v in scores.items()}
+        metrics.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_scores(self.val_metrics, self.val_boundary, "val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_scores(self.test_metrics, self.test_boundary, "test")
+
+    def predict_step(self, batch: tuple[torch.Tensor, list[str]], batch_idx: int) -> dict[str, Any]:
+        images, paths = batch
+        logits = predict_logits(self, images, self.inference, self.hparams.num_classes)
+        return {"labels": logits.argmax(1).to(torch.uint8), "paths": paths}
+
+    # -- optimisation -----------------------------------------------------------------------------
+    def configure_optimizers(self) -> dict:
+        hp = self.hparams
+        optimizer = build_optimizer(param_groups(self.model, hp.weight_decay, hp.backbone_lr_mult), hp.optimizer,
+                                    hp.lr, hp.momentum)
+        max_iters = hp.max_iters or int(self.trainer.estimated_stepping_batches)
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(
+            step, max_iters, hp.schedule, hp.warmup_iters, hp.warmup_ratio, hp.poly_power, hp.min_lr_ratio))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+def _check_positive(**values: float) -> None:
+    for name, value in values.items():
+        if not value > 0:
+            raise ValueError(f"model.{name} must be positive, got {value}")
+
+
+def _check_non_negative(**values: float) -> None:
+    for name, value in values.items():
+        if value < 0:
+            raise ValueError(f"model.{name} must be non-negative, got {value}")

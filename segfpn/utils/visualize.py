@@ -1,0 +1,138 @@
+"""Pictures: colourised masks, overlays, batches, feature maps, confusion matrices, per-class bars."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from segfpn.datasets.ade20k import IMAGENET_MEAN, IMAGENET_STD
+from segfpn.datasets.ade20k_classes import ADE20K_CLASSES, ADE20K_PALETTE
+
+_PALETTE = np.zeros((256, 3), np.uint8)
+_PALETTE[: len(ADE20K_PALETTE)] = ADE20K_PALETTE  # 255 (ignore) stays black
+
+
+def denormalize(image: torch.Tensor) -> np.ndarray:
+    """A normalised ``[3, H, W]`` tensor back to RGB uint8 ``[H, W, 3]``."""
+    mean = torch.tensor(IMAGENET_MEAN, device=image.device).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=image.device).view(3, 1, 1)
+    return (image.detach().float() * std + mean).clamp(0, 255).byte().permute(1, 2, 0).cpu().numpy()
+
+
+def colorize(labels: np.ndarray | torch.Tensor) -> np.ndarray:
+    """Train ids ``[H, W]`` to ADE20K palette colours (ignore = black)."""
+    labels = labels.cpu().numpy() if isinstance(labels, torch.Tensor) else labels
+    return _PALETTE[labels.astype(np.int64) % 256]
+
+
+def overlay(image: np.ndarray, colours: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """Blend an RGB image with a colour mask of the same size."""
+    return (image.astype(np.float32) * (1 - alpha) + colours.astype(np.float32) * alpha).astype(np.uint8)
+
+
+def _save(fig: Figure, save_path: str | Path | None) -> Figure:
+    if save_path is not None:
+        Path(save_path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(save_path, dpi=110, bbox_inches="tight")
+    return fig
+
+
+def visualize_batch(images: torch.Tensor, masks: torch.Tensor, predictions: torch.Tensor | None = None,
+                    max_images: int = 4, save_path: str | Path | None = None) -> Figure:
+    """Grid of image / ground truth / prediction (logits ``[B, C, H, W]`` or labels ``[B, H, W]``) rows."""
+    n = min(len(images), max_images)
+    cols = 3 if predictions is not None else 2
+    fig, axes = plt.subplots(n, cols, figsize=(4 * cols, 3.2 * n), squeeze=False)
+    if predictions is not None and predictions.dim() == 4:
+        predictions = predictions.argmax(1)
+    for i in range(n):
+        panels = [denormalize(images[i]), colorize(masks[i])]
+        titles = ["image", "ground truth"]
+        if predictions is not None:
+            panels.append(colorize(predictions[i]))
+            titles.append("prediction")
+        for ax, panel, title in zip(axes[i], panels, titles):
+            ax.imshow(panel)
+            ax.set_title(title)
+            ax.axis("off")
+    fig.tight_layout()
+    return _save(fig, save_path)
+
+
+def plot_feature_maps(features: Sequence[torch.Tensor], channel: int = 0, title: str = "P",
+                      save_path: str | Path | None = None) -> Figure:
+    """Per pyramid level: one channel (top row) and the channel-mean map (bottom row) of sample 0."""
+    fig, axes = plt.subplots(2, len(features), figsize=(3.6 * len(features), 6.5), squeeze=False)
+    for i, feat in enumerate(features):
+        f = feat[0].detach().float().cpu()
+        axes[0, i].imshow(f[channel].numpy(), cmap="viridis")
+        axes[0, i].set_title(f"{title}{i} channel {channel} {tuple(f.shape[-2:])}")
+        axes[1, i].imshow(f.mean(0).numpy(), cmap="magma")
+        axes[1, i].set_title(f"{title}{i} channel mean")
+        for ax in axes[:, i]:
+            ax.axis("off")
+    fig.tight_layout()
+    return _save(fig, save_path)
+
+
+def plot_confusion_matrix(confmat: np.ndarray, class_names: Sequence[str] = ADE20K_CLASSES, top_k: int = 30,
+                          save_path: str | Path | None = None) -> Figure:
+    """Row-normalised confusion matrix restricted to the ``top_k`` classes with the most ground-truth pixels."""
+    confmat = np.asarray(confmat, dtype=np.float64)
+    support = confmat.sum(1)
+    keep = np.argsort(-support)[: min(top_k, int((support > 0).sum()) or 1)]
+    sub = confmat[np.ix_(keep, keep)]
+    norm = sub / np.maximum(sub.sum(1, keepdims=True), 1)
+    size = max(5, 0.28 * len(keep) + 2)
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    names = [class_names[i] for i in keep]
+    ax.set_xticks(range(len(keep)), names, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(keep)), names, fontsize=7)
+    ax.set_xlabel("prediction")
+    ax.set_ylabel("ground truth")
+    ax.set_title("confusion matrix (rows normalised)")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    return _save(fig, save_path)
+
+
+def top_confusions(confmat: np.ndarray, class_names: Sequence[str] = ADE20K_CLASSES, k: int = 10) -> list[tuple[str, str, float]]:
+    """The ``k`` largest off-diagonal entries as (ground truth, prediction, fraction of the GT class)."""
+    confmat = np.asarray(confmat, dtype=np.float64)
+    rates = confmat / np.maximum(confmat.sum(1, keepdims=True), 1)
+    np.fill_diagonal(rates, 0)
+    flat = np.argsort(-rates, axis=None)[:k]
+    pairs = [np.unravel_index(i, rates.shape) for i in flat]
+    return [(class_names[g], class_names[p], float(rates[g, p])) for g, p in pairs if rates[g, p] > 0]
+
+
+def plot_per_class_iou(iou: Sequence[float] | np.ndarray, class_names: Sequence[str] = ADE20K_CLASSES,
+                       other: Sequence[float] | None = None, labels: tuple[str, str] = ("run", "baseline"),
+                       save_path: str | Path | None = None) -> Figure:
+    """Bar chart of per-class IoU (NaN classes left out), optionally beside a second run's."""
+    iou = np.asarray(iou, dtype=np.float64)
+    keep = np.where(~np.isnan(iou))[0] if other is None else np.where(~np.isnan(iou) | ~np.isnan(np.asarray(other)))[0]
+    fig, ax = plt.subplots(figsize=(max(6, 0.22 * len(keep) + 2), 4.5))
+    x = np.arange(len(keep))
+    width = 0.4 if other is not None else 0.8
+    ax.bar(x - (width / 2 if other is not None else 0), np.nan_to_num(iou[keep]), width, label=labels[0])
+    if other is not None:
+        ax.bar(x + width / 2, np.nan_to_num(np.asarray(other, dtype=np.float64)[keep]), width, label=labels[1])
+        ax.legend()
+    ax.set_xticks(x, [class_names[i] for i in keep], rotation=90, fontsize=7)
+    ax.set_ylabel("IoU")
+    ax.set_ylim(0, 1)
+    fig.tight_layout()
+    return _save(fig, save_path)
+
+
+__all__ = [
+    "colorize", "denormalize", "overlay", "plot_confusion_matrix", "plot_feature_maps",
+    "plot_per_class_iou", "top_confusions", "visualize_batch",
+]
