@@ -103,9 +103,9 @@ class TimmBackbone(nn.Module):
         model = self.body.model
         filter_fn = getattr(sys.modules[type(model).__module__], "checkpoint_filter_fn", None)
         state = {k.removeprefix("module.").removeprefix("backbone.").removeprefix("model."): v for k, v in state.items()}
-        if filter_fn is not None:
-            state = filter_fn(state, model)
         own = model.state_dict()
+        if filter_fn is not None and len(own.keys() & state.keys()) < len(own) // 2:
+            state = filter_fn(state, model)  # original-repository key names -> timm's
         matched = [k for k, v in state.items() if k in own and own[k].shape == v.shape]
         if not matched:
             raise ValueError(
@@ -142,8 +142,8 @@ class TimmBackbone(nn.Module):
         if mode and self.frozen_stages >= 0:
             frozen = {id(p) for p in self._frozen_parameters()}
             for m in self.body.modules():
-                own = list(m.parameters(recurse=False))
-                if own and all(id(p) in frozen for p in own):
+                params = list(m.parameters())
+                if params and all(id(p) in frozen for p in params):
                     m.eval()
         return self
 

@@ -59,7 +59,8 @@ class ModelSummary:
     params_neck: int
     params_head: int
     params_total: int
-    gflops: float
+    gflops: float  # 2 FLOPs per multiply-add
+    gmacs: float  # multiply-adds, the unit most segmentation papers call "GFLOPs"
     latency_s: float | None = None
 
     def as_row(self) -> dict:
@@ -71,6 +72,7 @@ class ModelSummary:
 def summarize(model: SegmentationModel, input_size: tuple[int, int] = (512, 512), name: str = "",
               latency: bool = False) -> ModelSummary:
     """Parameters per part (backbone/neck/head), GFLOPs and optionally latency at ``input_size``."""
+    flops = count_flops(model, input_size)
     return ModelSummary(
         name=name or model.backbone.name,
         input_size=tuple(input_size),
@@ -78,7 +80,8 @@ def summarize(model: SegmentationModel, input_size: tuple[int, int] = (512, 512)
         params_neck=count_parameters(model.neck),
         params_head=count_parameters(model.head),
         params_total=count_parameters(model),
-        gflops=count_flops(model, input_size) / 1e9,
+        gflops=flops / 1e9,
+        gmacs=flops / 2e9,
         latency_s=measure_latency(model, input_size) if latency else None,
     )
 

@@ -1,0 +1,1 @@
+"""Analysis commands reached as ``segfpn <command>`` (see ``segfpn.cli.TOOLS``)."""

@@ -1,0 +1,156 @@
+"""ADE20KDataset on the real sample pairs, and every bad input it must name."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from segfpn.datasets import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, ADE20K_CLASSES, ADE20K_PALETTE, ADE20KDataset
+from segfpn.datasets.ade20k import CorruptSampleError
+
+
+def test_real_pairs_shapes_dtype_and_label_mapping(samples_root: Path) -> None:
+    ds = ADE20KDataset(samples_root, split="validation")
+    assert len(ds) == 3
+    for i, (img_path, ann_path) in enumerate(ds.pairs):
+        image, mask = ds[i]
+        raw = np.asarray(Image.open(ann_path))
+        rgb = np.asarray(Image.open(img_path).convert("RGB"), dtype=np.float32)
+        assert image.dtype == torch.float32 and mask.dtype == torch.int64
+        assert image.shape == (3, *raw.shape) and mask.shape == raw.shape
+        expected = np.where(raw == 0, IGNORE_INDEX, raw.astype(np.int64) - 1)
+        np.testing.assert_array_equal(mask.numpy(), expected)
+        normalised = (rgb - np.array(IMAGENET_MEAN, dtype=np.float32)) / np.array(IMAGENET_STD, dtype=np.float32)
+        np.testing.assert_allclose(image.permute(1, 2, 0).numpy(), normalised, atol=1e-4)
+        assert mask.max() <= IGNORE_INDEX and ((mask < 150) | (mask == IGNORE_INDEX)).all()
+
+
+def test_split_aliases_and_metadata(samples_root: Path) -> None:
+    assert len(ADE20KDataset(samples_root, split="val")) == 3
+    assert len(ADE20K_CLASSES) == len(ADE20K_PALETTE) == 150 and ADE20K_CLASSES[0] == "wall"
+    with pytest.raises(ValueError, match="split must be one of"):
+        ADE20KDataset(samples_root, split="testing")
+
+
+@pytest.fixture
+def tiny_root(tmp_path: Path) -> Path:
+    """Two valid pairs in the ADE20K layout, to break in each test."""
+    root = tmp_path / "ADEChallengeData2016"
+    rng = np.random.default_rng(0)
+    for split in ("training", "validation"):
+        (root / "images" / split).mkdir(parents=True)
+        (root / "annotations" / split).mkdir(parents=True)
+        for i in range(2):
+            name = f"ADE_{split}_{i:08d}"
+            Image.fromarray(rng.integers(0, 255, (40, 60, 3), dtype=np.uint8)).save(root / "images" / split / f"{name}.jpg")
+            Image.fromarray(rng.integers(0, 151, (40, 60), dtype=np.uint8)).save(root / "annotations" / split / f"{name}.png")
+    return root
+
+
+def _first(root: Path, kind: str) -> Path:
+    return sorted((root / kind / "training").iterdir())[0]
+
+
+def test_missing_root_and_split_folders(tmp_path: Path, tiny_root: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"does not exist; expected the layout ADEChallengeData2016/"):
+        ADE20KDataset(tmp_path / "nowhere")
+    shutil.rmtree(tiny_root / "annotations" / "training")
+    with pytest.raises(FileNotFoundError, match=r"missing folder .*annotations/training"):
+        ADE20KDataset(tiny_root, "training")
+
+
+def test_no_images(tiny_root: Path) -> None:
+    for p in (tiny_root / "images" / "training").iterdir():
+        p.unlink()
+    with pytest.raises(FileNotFoundError, match=r"no images .*images/training"):
+        ADE20KDataset(tiny_root, "training")
+
+
+def test_unpaired_files_are_named(tiny_root: Path) -> None:
+    _first(tiny_root, "annotations").unlink()
+    with pytest.raises(FileNotFoundError, match=r"1 images without annotation \['ADE_training_00000000'\]"):
+        ADE20KDataset(tiny_root, "training")
+
+
+def test_empty_file(tiny_root: Path) -> None:
+    _first(tiny_root, "images").write_bytes(b"")
+    with pytest.raises(CorruptSampleError, match=r"1 empty files .*ADE_training_00000000.jpg"):
+        ADE20KDataset(tiny_root, "training")
+
+
+def test_corrupt_and_truncated_images(tiny_root: Path) -> None:
+    path = _first(tiny_root, "images")
+    data = path.read_bytes()
+    path.write_bytes(b"not a jpeg at all" * 10)
+    with pytest.raises(CorruptSampleError, match=r"cannot read image .*ADE_training_00000000.jpg"):
+        ADE20KDataset(tiny_root, "training")[0]
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CorruptSampleError, match=r"cannot read image .*ADE_training_00000000.jpg.*truncated"):
+        ADE20KDataset(tiny_root, "training")[0]
+
+
+def test_mask_size_mismatch(tiny_root: Path) -> None:
+    Image.fromarray(np.ones((41, 60), np.uint8)).save(_first(tiny_root, "annotations"))
+    with pytest.raises(CorruptSampleError, match=r"is 60x40 \(WxH\) but its annotation .* is 60x41"):
+        ADE20KDataset(tiny_root, "training")[0]
+
+
+def test_multichannel_annotation(tiny_root: Path) -> None:
+    Image.fromarray(np.ones((40, 60, 3), np.uint8)).save(_first(tiny_root, "annotations"))
+    with pytest.raises(CorruptSampleError, match=r"must be single-channel .* found mode RGB with 3 channels"):
+        ADE20KDataset(tiny_root, "training")[0]
+
+
+def test_annotation_value_out_of_range(tiny_root: Path) -> None:
+    values = np.ones((40, 60), np.uint8)
+    values[3, 4] = 200
+    Image.fromarray(values).save(_first(tiny_root, "annotations"))
+    with pytest.raises(CorruptSampleError, match=r"holds value 200; expected 0..150"):
+        ADE20KDataset(tiny_root, "training")[0]
+
+
+def test_skip_mode_counts_and_warns(tiny_root: Path) -> None:
+    _first(tiny_root, "images").write_bytes(b"garbage" * 20)
+    ds = ADE20KDataset(tiny_root, "training", on_error="skip")
+    image, mask = ds[0]  # replaced by the next good sample
+    assert image.shape == (3, 40, 60) and mask.shape == (40, 60)
+    with pytest.warns(UserWarning, match="1 corrupt samples skipped"):
+        assert ds.report_skipped() == 1
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "CMYK"])
+def test_grayscale_rgba_cmyk_images_become_rgb(tiny_root: Path, mode: str) -> None:
+    path = _first(tiny_root, "images")
+    img = Image.open(path).convert(mode)
+    if mode == "RGBA":  # JPEG has no alpha: store as PNG under the same stem
+        path.unlink()
+        img.save(path.with_suffix(".png"))
+    else:
+        img.save(path)
+    image, mask = ADE20KDataset(tiny_root, "training")[0]
+    assert image.shape == (3, 40, 60)
+
+
+def _save_with_orientation(array: np.ndarray, path: Path, orientation: int) -> None:
+    img = Image.fromarray(array)
+    exif = img.getexif()
+    exif[0x0112] = orientation
+    img.save(path, exif=exif)
+
+
+def test_exif_rotation(tiny_root: Path) -> None:
+    path, ann = _first(tiny_root, "images"), _first(tiny_root, "annotations")
+    pixels = np.zeros((60, 40, 3), np.uint8)  # stored 40 wide, 60 high
+    pixels[:5] = 255  # a white band at the stored top
+    _save_with_orientation(pixels, path, 6)  # displayed rotated by 90 degrees: 60 wide, 40 high
+    image, _ = ADE20KDataset(tiny_root, "training")[0]  # the annotation is 60x40: the oriented image fits
+    assert image.shape == (3, 40, 60)
+    assert image[:, :, -5:].mean() > image[:, :, :-5].mean()  # the band moved to the right edge
+    Image.fromarray(np.ones((60, 40), np.uint8)).save(ann)  # annotated on the stored pixels instead
+    image, _ = ADE20KDataset(tiny_root, "training")[0]
+    assert image.shape == (3, 60, 40)

@@ -1,0 +1,84 @@
+"""Class statistics, repeat-factor sampling and class weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from segfpn.datasets import RepeatFactorSampler, class_weights, repeat_factors
+from segfpn.datasets import class_stats as class_stats_module
+from segfpn.datasets.class_stats import compute_class_stats
+
+
+def test_class_stats_match_the_pngs(samples_root: Path) -> None:
+    paths = sorted((samples_root / "annotations" / "validation").iterdir())
+    stats = compute_class_stats(paths, num_workers=2, progress=False)
+    raw = [np.asarray(Image.open(p)) for p in paths]
+    expected = sum(np.bincount(r.ravel(), minlength=151) for r in raw)
+    np.testing.assert_array_equal(stats.pixels, expected[1:])
+    assert stats.ignored_pixels == expected[0]
+    np.testing.assert_array_equal(stats.images, sum((np.bincount(r.ravel(), minlength=151) > 0)[1:] for r in raw))
+
+
+def test_class_stats_are_cached(samples_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    paths = sorted((samples_root / "annotations" / "validation").iterdir())
+    first = compute_class_stats(paths, progress=False)
+
+    def fail(path: Path) -> None:
+        raise AssertionError("recomputed instead of using the cache")
+
+    monkeypatch.setattr(class_stats_module, "_count", fail)
+    second = compute_class_stats(paths, progress=False)
+    np.testing.assert_array_equal(first.pixels, second.pixels)
+    np.testing.assert_array_equal(first.presence, second.presence)
+
+
+def test_class_stats_command_writes_csv_and_png(samples_root: Path, tmp_path: Path) -> None:
+    from segfpn.cli import main
+
+    main(["class-stats", "--data-root", str(samples_root), "--split", "val", "--out", str(tmp_path), "--workers", "1"])
+    lines = (tmp_path / "class_stats_validation.csv").read_text().splitlines()
+    assert lines[0] == "train_id,name,pixels,pixel_fraction,images" and len(lines) == 151
+    assert lines[1].startswith("0,wall,")
+    png = tmp_path / "class_distribution_validation.png"
+    assert png.stat().st_size > 10_000 and Image.open(png).size[0] > 500
+
+
+def test_repeat_factors_follow_lvis_formula() -> None:
+    presence = np.zeros((100, 3), bool)
+    presence[:, 0] = True  # in every image: f = 1
+    presence[:4, 1] = True  # f = 0.04
+    presence[50, 2] = True  # f = 0.01
+    r = repeat_factors(presence, threshold=0.16)
+    np.testing.assert_allclose(r[:4], 2.0)  # sqrt(0.16 / 0.04)
+    np.testing.assert_allclose(r[50], 4.0)  # sqrt(0.16 / 0.01)
+    np.testing.assert_allclose(r[10], 1.0)
+
+
+def test_sampler_draw_frequencies_follow_repeat_factors() -> None:
+    factors = np.array([1.0, 2.5, 1.2, 4.0, 0.0 + 1.0])
+    sampler = RepeatFactorSampler(factors, seed=0)
+    counts = np.zeros(len(factors))
+    epochs = 2000
+    for epoch in range(epochs):
+        sampler.set_epoch(epoch)
+        counts += np.bincount(list(sampler), minlength=len(factors))
+    np.testing.assert_allclose(counts / epochs, factors, rtol=0.03)
+    sampler.set_epoch(7)
+    assert list(sampler) == (sampler.set_epoch(7) or list(sampler))  # deterministic per epoch
+
+
+def test_class_weights() -> None:
+    pixels = np.array([900, 90, 10, 0])
+    w = class_weights(pixels, "inverse_log")
+    freq = pixels[:3] / 1000
+    raw = 1 / np.log(1.02 + freq)
+    np.testing.assert_allclose(w[:3].numpy(), raw / raw.mean(), rtol=1e-5)
+    assert w[3] == 0 and w[2] > w[1] > w[0]
+    assert torch.isclose(class_weights(pixels, "inverse")[:3].mean(), torch.tensor(1.0))
+    with pytest.raises(ValueError, match="class weight method"):
+        class_weights(pixels, "median")
