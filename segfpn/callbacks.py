@@ -90,9 +90,9 @@ class BestAndLastCheckpoint(ModelCheckpoint):
 class PredictionWriter(BasePredictionWriter):
     """Writes ``labels/<name>.png`` (ADE20K submission format: values 1..150) and ``overlays/<name>.jpg``."""
 
-    def __init__(self, output_dir: str = "predictions", overlays: bool = True) -> None:
+    def __init__(self, output_dir: str | None = None, overlays: bool = True) -> None:
         super().__init__(write_interval="batch")
-        self.output_dir = Path(output_dir)
+        self.output_dir = Path(output_dir or "predictions")
         self.overlays = overlays
 
     def write_on_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, prediction: dict, batch_indices: Any,

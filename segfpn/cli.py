@@ -10,7 +10,7 @@ from typing import Any
 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
-from segfpn.callbacks import BestAndLastCheckpoint
+from segfpn.callbacks import BestAndLastCheckpoint, GradientMonitor, PredictionWriter, WandbMedia
 from segfpn.datasets.datamodule import ADE20KDataModule
 from segfpn.module import SegmentationModule
 from segfpn.wandb_setup import configure_wandb_mode
@@ -41,6 +41,9 @@ class SegFPNCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.add_lightning_class_args(BestAndLastCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(GradientMonitor, "grad_monitor")
+        parser.add_lightning_class_args(WandbMedia, "wandb_media")
+        parser.add_lightning_class_args(PredictionWriter, "predictions")
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
@@ -48,6 +51,8 @@ class SegFPNCLI(LightningCLI):
         config.trainer.default_root_dir = str(root)
         if not config.checkpoint.dirpath:
             config.checkpoint.dirpath = str(root / "checkpoints")
+        if not config.predictions.output_dir:
+            config.predictions.output_dir = str(root / "predictions")
         ckpt = config.get("ckpt_path")
         if ckpt in ("best", "last"):
             candidate = Path(config.checkpoint.dirpath) / f"{ckpt}.ckpt"
@@ -63,20 +68,30 @@ class SegFPNCLI(LightningCLI):
 def run_cli(args: list[str] | None = None) -> SegFPNCLI:
     """Run the LightningCLI on ``args`` (default: ``sys.argv[1:]``)."""
     configure_wandb_mode()
-    return SegFPNCLI(
-        SegmentationModule,
-        ADE20KDataModule,
-        args=args,
-        save_config_callback=TimestampedSaveConfig,
-        save_config_kwargs={"overwrite": True},
-        trainer_defaults={
-            "logger": {"class_path": "lightning.pytorch.loggers.WandbLogger",
-                       "init_args": {"project": "segfpn", "save_dir": "runs/default"}},
-            "default_root_dir": "runs/default",
-        },
-        parser_kwargs={"description": "segfpn: Semantic FPN training and evaluation (LightningCLI). Other commands: "
-                       + ", ".join(TOOLS)},
-    )
+    try:
+        return SegFPNCLI(
+            SegmentationModule,
+            ADE20KDataModule,
+            args=args,
+            save_config_callback=TimestampedSaveConfig,
+            save_config_kwargs={"overwrite": True},
+            trainer_defaults={
+                "logger": {"class_path": "lightning.pytorch.loggers.WandbLogger",
+                           "init_args": {"project": "segfpn", "save_dir": "runs/default"}},
+                "default_root_dir": "runs/default",
+            },
+            parser_kwargs={"description": "segfpn: Semantic FPN training and evaluation (LightningCLI). Other commands: "
+                           + ", ".join(TOOLS)},
+        )
+    finally:
+        _finish_wandb_run()
+
+
+def _finish_wandb_run() -> None:
+    """Close a W&B run this command opened, so its files are complete before the next run starts."""
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and wandb.run is not None:
+        wandb.finish()
 
 
 def main(argv: list[str] | None = None) -> None:

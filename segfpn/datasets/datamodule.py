@@ -16,7 +16,7 @@ from segfpn.datasets.ade20k import NUM_CLASSES, ADE20KDataset
 from segfpn.datasets.class_stats import compute_class_stats
 from segfpn.datasets.collate import pad_collate
 from segfpn.datasets.image_folder import ImageFolder, collate_with_paths
-from segfpn.datasets.sampling import RepeatFactorSampler, class_weights, repeat_factors
+from segfpn.datasets.sampling import EpochShuffleSampler, RepeatFactorSampler, class_weights, repeat_factors
 from segfpn.datasets.synthetic import generate_dataset
 from segfpn.datasets.transforms import train_transform
 
@@ -115,12 +115,16 @@ class ADE20KDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         hp = self.hparams
-        generator = torch.Generator().manual_seed(hp.seed)
+        epoch_fn = self._trainer_epoch
         if hp.sampler == "repeat_factor":
-            sampler = RepeatFactorSampler(repeat_factors(self.class_stats().presence, hp.repeat_threshold), hp.seed)
-            return self._loader("train", hp.batch_size, sampler=sampler, drop_last=True, collate_fn=pad_collate)
-        return self._loader("train", hp.batch_size, shuffle=True, drop_last=True, generator=generator,
-                            collate_fn=pad_collate)
+            factors = repeat_factors(self.class_stats().presence, hp.repeat_threshold)
+            sampler = RepeatFactorSampler(factors, hp.seed, epoch_fn)
+        else:
+            sampler = EpochShuffleSampler(len(self.datasets["train"]), hp.seed, epoch_fn)
+        return self._loader("train", hp.batch_size, sampler=sampler, drop_last=True, collate_fn=pad_collate)
+
+    def _trainer_epoch(self) -> int | None:
+        return self.trainer.current_epoch if self.trainer is not None else None
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", self.hparams.val_batch_size, collate_fn=pad_collate)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Literal
 
 import numpy as np
@@ -22,31 +22,65 @@ def repeat_factors(presence: np.ndarray, threshold: float = 0.01) -> np.ndarray:
     return per_image.max(1) if presence.shape[1] else np.ones(len(presence))
 
 
-class RepeatFactorSampler(Sampler[int]):
+class _EpochSeeded:
+    """Epoch bookkeeping shared by segfpn's samplers.
+
+    ``epoch_fn`` (e.g. ``lambda: trainer.current_epoch``) wins over ``set_epoch``: after a resume from an
+    end-of-epoch checkpoint Lightning calls ``set_epoch`` with one more than the epoch it trains, which
+    would skip an epoch's order.
+    """
+
+    seed: int
+    epoch: int = 0
+    epoch_fn: Callable[[], int | None] | None = None
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def current_epoch(self) -> int:
+        epoch = self.epoch_fn() if self.epoch_fn is not None else None
+        return self.epoch if epoch is None else epoch
+
+    def generator(self) -> torch.Generator:
+        return torch.Generator().manual_seed(self.seed + self.current_epoch())
+
+
+class EpochShuffleSampler(_EpochSeeded, Sampler[int]):
+    """A random permutation drawn from (seed, epoch): the same order for an epoch after a resume."""
+
+    def __init__(self, num_samples: int, seed: int = 0, epoch_fn: Callable[[], int | None] | None = None) -> None:
+        self.num_samples = num_samples
+        self.seed = seed
+        self.epoch_fn = epoch_fn
+
+    def __iter__(self) -> Iterator[int]:
+        g = self.generator()
+        return iter(torch.randperm(self.num_samples, generator=g).tolist())
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+class RepeatFactorSampler(_EpochSeeded, Sampler[int]):
     """Each epoch, image i appears floor(r_i) times plus once more with probability frac(r_i), shuffled.
 
     Deterministic per (seed, epoch); Lightning wraps it for DDP (each rank gets its share).
     """
 
-    def __init__(self, factors: np.ndarray, seed: int = 0) -> None:
+    def __init__(self, factors: np.ndarray, seed: int = 0, epoch_fn: Callable[[], int | None] | None = None) -> None:
         self.factors = torch.as_tensor(factors, dtype=torch.float64)
         self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        self.epoch_fn = epoch_fn
 
     def _indices(self) -> torch.Tensor:
-        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        g = self.generator()
         whole = self.factors.floor()
         reps = whole + (torch.rand(len(self.factors), generator=g, dtype=torch.float64) < self.factors - whole)
         indices = torch.repeat_interleave(torch.arange(len(self.factors)), reps.long())
         return indices[torch.randperm(len(indices), generator=g)]
 
     def __iter__(self) -> Iterator[int]:
-        indices = self._indices()
-        self.epoch += 1
-        return iter(indices.tolist())
+        return iter(self._indices().tolist())
 
     def __len__(self) -> int:
         return int(math.ceil(float(self.factors.sum())))

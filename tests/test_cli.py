@@ -1,0 +1,172 @@
+"""The segfpn LightningCLI end to end on tiny generated data: fit -> validate -> test -> predict, resume,
+W&B offline logging, config saving and bad configuration values."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from segfpn.cli import run_cli
+from segfpn.datasets.sampling import EpochShuffleSampler
+
+CSV_LOGGER = "--trainer.logger=lightning.pytorch.loggers.CSVLogger"
+
+
+def tiny_args(root: Path, data: Path, max_steps: int = 4, logger: str = CSV_LOGGER) -> list[str]:
+    return [
+        "--seed_everything=0",
+        "--model.backbone_name=pvt_v2_b0",
+        "--model.fpn_channels=32",
+        "--model.head_channels=32",
+        "--model.lr=0.001",
+        "--model.inference.test_scale=null",
+        f"--data.data_root={data}",
+        "--data.batch_size=4",
+        "--data.num_workers=0",
+        "--data.crop_size=64",
+        "--data.scale=[128, 64]",
+        f"--trainer.default_root_dir={root}",
+        f"--trainer.max_steps={max_steps}",
+        "--trainer.limit_val_batches=3",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.log_every_n_steps=1",
+        logger,
+        *([f"--trainer.logger.init_args.save_dir={root}"] if logger == CSV_LOGGER else []),
+    ]
+
+
+def test_fit_validate_test_predict_round(tmp_path: Path, synthetic_root: Path) -> None:
+    args = tiny_args(tmp_path, synthetic_root)
+    cli = run_cli(["fit", *args])
+    ckpts = tmp_path / "checkpoints"
+    assert (ckpts / "best.ckpt").is_file() and (ckpts / "last.ckpt").is_file()
+    assert cli.trainer.global_step == 4
+    assert (Path(cli.trainer.log_dir) / "config.yaml").is_file() and list((tmp_path / "configs").glob("fit-*.yaml"))
+    fit_miou = float(cli.trainer.callback_metrics["val/mIoU"])
+
+    cli = run_cli(["validate", *args, "--ckpt_path=best"])
+    assert float(cli.trainer.callback_metrics["val/mIoU"]) == pytest.approx(fit_miou, abs=1e-6)
+    cli = run_cli(["test", *args, "--ckpt_path=best"])
+    assert 0.0 <= float(cli.trainer.callback_metrics["test/mIoU"]) <= 1.0
+
+    run_cli(["predict", *args, "--ckpt_path=last", f"--predictions.output_dir={tmp_path / 'pred'}"])
+    images = sorted((synthetic_root / "images" / "validation").iterdir())
+    labels = sorted((tmp_path / "pred" / "labels").iterdir())
+    assert [p.stem for p in labels] == [p.stem for p in images]
+    for image, label in zip(images, labels):
+        values = np.asarray(Image.open(label))
+        assert Image.open(label).size == Image.open(image).size
+        assert values.min() >= 1 and values.max() <= 150  # ADE20K submission format
+    assert len(list((tmp_path / "pred" / "overlays").glob("*.jpg"))) == len(images)
+
+
+def test_second_run_in_the_same_folder_keeps_both_configs(tmp_path: Path, synthetic_root: Path) -> None:
+    args = tiny_args(tmp_path, synthetic_root, max_steps=1) + ["--trainer.limit_val_batches=1"]
+    args[args.index(CSV_LOGGER)] = "--trainer.logger=lightning.pytorch.loggers.WandbLogger"  # log_dir = save_dir
+    args.append(f"--trainer.logger.init_args.save_dir={tmp_path}")
+    run_cli(["fit", *args])
+    run_cli(["fit", *args, "--model.lr=0.002"])  # the existing config.yaml must not stop this run
+    saved = sorted((tmp_path / "configs").glob("fit-*.yaml"))
+    assert saved and "lr: 0.002" in (tmp_path / "config.yaml").read_text()
+
+
+class _RecordResume(__import__("lightning").Callback):
+    def __init__(self) -> None:
+        self.start_step: int | None = None
+        self.optimizer_state: dict | None = None
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self.start_step = trainer.global_step
+        self.optimizer_state = copy.deepcopy(trainer.optimizers[0].state_dict())
+
+
+def _record_orders(monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:
+    """Every epoch order the training sampler hands to the DataLoader."""
+    orders: list[list[int]] = []
+    original = EpochShuffleSampler.__iter__
+
+    def recording_iter(self):
+        order = list(original(self))
+        orders.append(order)
+        return iter(order)
+
+    monkeypatch.setattr(EpochShuffleSampler, "__iter__", recording_iter)
+    return orders
+
+
+def test_resume_continues_from_the_saved_step_with_identical_optimizer_state(
+        tmp_path: Path, synthetic_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # 16 training images, batch 4: 4 steps per epoch; stop after epoch 1, resume to the end of epoch 3
+    run_cli(["fit", *tiny_args(tmp_path, synthetic_root, max_steps=4)])
+    saved = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    recorder = _RecordResume()
+    import segfpn.cli as cli_module
+
+    original = cli_module.SegFPNCLI.instantiate_trainer
+    monkeypatch.setattr(cli_module.SegFPNCLI, "instantiate_trainer",
+                        lambda self, **kw: original(self, callbacks=[recorder], **kw))
+    resumed_orders = _record_orders(monkeypatch)
+    resumed = run_cli(["fit", *tiny_args(tmp_path, synthetic_root, max_steps=12), "--ckpt_path=last"])
+    assert saved["global_step"] == 4 and recorder.start_step == 4
+    for key, state in saved["optimizer_states"][0]["state"].items():
+        for name, value in state.items():
+            torch.testing.assert_close(recorder.optimizer_state["state"][key][name], value)
+    assert resumed.trainer.global_step == 12
+    assert resumed.trainer.lr_scheduler_configs[0].scheduler.last_epoch == 12
+
+    monkeypatch.undo()
+    fresh_orders = _record_orders(monkeypatch)
+    run_cli(["fit", *tiny_args(tmp_path / "fresh", synthetic_root, max_steps=12)])
+    assert len(fresh_orders) == 3 and resumed_orders == fresh_orders[1:], "resumed epochs must see the same data"
+    assert fresh_orders[0] != fresh_orders[1]
+
+
+def test_wandb_offline_run_folder_holds_logged_keys(tmp_path: Path, synthetic_root: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    args = tiny_args(tmp_path, synthetic_root, max_steps=4, logger="--trainer.logger=lightning.pytorch.loggers.WandbLogger")
+    run_cli(["fit", *args, f"--trainer.logger.init_args.save_dir={tmp_path}", "--trainer.logger.init_args.project=t",
+             "--grad_monitor.every_n_steps=1"])
+    runs = list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(runs) == 1
+    data = runs[0].read_bytes()
+    for key in (b"train/loss", b"train/lr", b"val/mIoU", b"val/aAcc", b"val/per_class", b"val/predictions",
+                b"val/confusion_matrix", b"grad/model.backbone/norm", b"cli_config"):
+        assert key in data, key
+
+
+@pytest.mark.parametrize("arg, message", [
+    ("--model.loss=ce+hinge", r"unknown loss \['hinge'\]"),
+    ("--model.lr=-0.1", "model.lr must be positive, got -0.1"),
+    ("--data.batch_size=0", "data.batch_size must be a positive integer, got 0"),
+    ("--model.backbone_name=resnet_doesnotexist", "is not a timm model"),
+])
+def test_bad_config_values_fail_before_training(tmp_path: Path, synthetic_root: Path, arg: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        run_cli(["fit", *tiny_args(tmp_path, synthetic_root), arg])
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_invalid_choice_is_rejected_by_the_parser(tmp_path: Path, synthetic_root: Path,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        run_cli(["fit", *tiny_args(tmp_path, synthetic_root), "--model.optimizer=adam"])
+    assert "optimizer" in capsys.readouterr().err
+
+
+def test_print_config(tmp_path: Path, synthetic_root: Path, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(["fit", *tiny_args(tmp_path, synthetic_root), "--print_config"])
+    assert exit_info.value.code in (0, None)
+    out = capsys.readouterr().out
+    assert "backbone_name: pvt_v2_b0" in out and "num_classes" not in out.split("model:")[1].split("\n")[1]
+
+
+def test_best_checkpoint_missing_is_a_clear_error(tmp_path: Path, synthetic_root: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="--ckpt_path best: no .*best.ckpt"):
+        run_cli(["validate", *tiny_args(tmp_path, synthetic_root), "--ckpt_path=best"])

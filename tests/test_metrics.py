@@ -1,0 +1,95 @@
+"""mIoU / aAcc / mAcc against a confusion matrix computed by hand, Boundary IoU, calculate_metrics."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torchmetrics.classification import MulticlassJaccardIndex
+
+from segfpn.metrics import BoundaryIoU, SegmentationMetrics, calculate_metrics
+
+# 5 classes. Class 3 is absent from both prediction and ground truth (left out); class 4 is predicted
+# but absent from the ground truth (IoU 0, counted). 255 pixels are ignored whatever is predicted.
+TARGET = torch.tensor([[0, 0, 1, 1, 255], [0, 2, 2, 1, 255]])
+PRED = torch.tensor([[0, 1, 1, 1, 3], [0, 2, 4, 4, 0]])
+
+
+def _by_hand() -> dict[str, float]:
+    # confusion (gt row, pred col) over the 8 labelled pixels:
+    # gt0: pred0 x2, pred1 x1 ; gt1: pred1 x2, pred4 x1 ; gt2: pred2 x1, pred4 x1
+    iou = {0: 2 / (3 + 2 - 2), 1: 2 / (3 + 3 - 2), 2: 1 / (2 + 1 - 1), 4: 0 / (0 + 2 - 0)}
+    acc = {0: 2 / 3, 1: 2 / 3, 2: 1 / 2}
+    return {"mIoU": sum(iou.values()) / 4, "aAcc": 5 / 8, "mAcc": sum(acc.values()) / 3}
+
+
+def test_dataset_level_metric_matches_hand_computation() -> None:
+    metric = SegmentationMetrics(num_classes=5)
+    metric.update(PRED[None, :1], TARGET[None, :1])  # two updates: one row each
+    metric.update(PRED[None, 1:], TARGET[None, 1:])
+    scores = metric.compute()
+    expected = _by_hand()
+    for key, value in expected.items():
+        assert scores[key].item() == pytest.approx(value), key
+    assert math.isnan(scores["IoU"][3]) and scores["IoU"][4] == 0
+    assert scores["confmat"].sum() == 8 and scores["confmat"][0, 1] == 1
+
+
+def test_matches_torchmetrics_jaccard_with_ignore_index() -> None:
+    torch.manual_seed(0)
+    ours = SegmentationMetrics(num_classes=6)
+    peer = MulticlassJaccardIndex(num_classes=6, ignore_index=255, average="macro")
+    for _ in range(4):
+        target = torch.randint(0, 5, (2, 16, 16))  # class 5 never in the ground truth
+        target[:, :3] = 255
+        logits = torch.randn(2, 6, 16, 16)
+        ours.update(logits, target)
+        peer.update(logits.argmax(1), target)
+    assert ours.compute()["mIoU"].item() == pytest.approx(peer.compute().item(), abs=1e-6)
+
+
+def test_accumulates_over_the_dataset_not_per_image() -> None:
+    metric = SegmentationMetrics(num_classes=2)
+    big_t, big_p = torch.zeros(1, 10, 10, dtype=torch.long), torch.zeros(1, 10, 10, dtype=torch.long)
+    small_t, small_p = torch.ones(1, 1, 2, dtype=torch.long), torch.tensor([[[1, 0]]])
+    metric.update(big_p, big_t)
+    metric.update(small_p, small_t)
+    # class 0: I=100, U=101; class 1: I=1, U=2 -> (100/101 + 1/2) / 2, not the mean of per-image scores
+    assert metric.compute()["mIoU"].item() == pytest.approx((100 / 101 + 0.5) / 2)
+
+
+def test_logits_are_resized_to_the_mask() -> None:
+    metric = SegmentationMetrics(num_classes=3)
+    logits = torch.zeros(1, 3, 4, 4)
+    logits[:, 2] = 1.0
+    metric.update(logits, torch.full((1, 8, 8), 2))
+    assert metric.compute()["mIoU"].item() == 1.0
+
+
+def test_out_of_range_target_is_an_error() -> None:
+    with pytest.raises(ValueError, match="outside 0..2"):
+        SegmentationMetrics(num_classes=3).update(torch.zeros(1, 2, 2, dtype=torch.long), torch.full((1, 2, 2), 7))
+
+
+def test_calculate_metrics_for_one_batch() -> None:
+    result = calculate_metrics(PRED.unsqueeze(0), TARGET.unsqueeze(0), num_classes=5)
+    expected = _by_hand()
+    assert result["iou"] == pytest.approx(expected["mIoU"])
+    assert result["pixel_acc"] == pytest.approx(expected["aAcc"])
+    logits = torch.nn.functional.one_hot(PRED, 5).permute(2, 0, 1).unsqueeze(0).float()
+    assert calculate_metrics(logits, TARGET.unsqueeze(0))["iou"] == pytest.approx(expected["mIoU"])
+
+
+def test_boundary_iou() -> None:
+    target = torch.zeros(1, 64, 64, dtype=torch.long)
+    target[:, 16:48, 16:48] = 1
+    perfect = BoundaryIoU(num_classes=2)
+    perfect.update(target, target)
+    assert perfect.compute().item() == pytest.approx(1.0)
+    shifted = BoundaryIoU(num_classes=2)
+    shifted.update(torch.roll(target, 4, dims=2), target)
+    region = SegmentationMetrics(num_classes=2)
+    region.update(torch.roll(target, 4, dims=2), target)
+    b, r = shifted.compute().item(), region.compute()["mIoU"].item()
+    assert 0 < b < r < 1  # boundary IoU punishes the misplaced edge harder than region IoU
