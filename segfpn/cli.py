@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import importlib
 import sys
 import time
 from pathlib import Path
@@ -96,11 +96,9 @@ def _finish_wandb_run() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``segfpn`` and ``python -m segfpn``."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in TOOLS:
-        module, function = TOOLS[argv[0]].split(":")
-        import importlib
-
-        getattr(importlib.import_module(module), function)(argv[1:])
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in TOOLS:
+        module, function = TOOLS[args[0]].split(":")
+        getattr(importlib.import_module(module), function)(args[1:])
         return
-    run_cli(argv)
+    run_cli(None if argv is None else args)

@@ -7,7 +7,6 @@ from typing import Any, Literal
 
 import lightning as L
 import torch
-from torch import nn
 
 from segfpn.datasets.ade20k import NUM_CLASSES
 from segfpn.inference import InferenceConfig, predict_logits

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from segfpn.datasets import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, ADE20K_CLASSES, ADE20K_PALETTE, ADE20KDataset
+from segfpn.datasets import ADE20K_CLASSES, ADE20K_PALETTE, IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, ADE20KDataset
 from segfpn.datasets.ade20k import CorruptSampleError
 
 

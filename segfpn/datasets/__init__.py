@@ -1,6 +1,13 @@
 """ADE20K data: dataset, albumentations recipe, DataModule, class statistics, embedded demo data."""
 
-from segfpn.datasets.ade20k import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, NUM_CLASSES, ADE20KDataset, CorruptSampleError
+from segfpn.datasets.ade20k import (
+    IGNORE_INDEX,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    NUM_CLASSES,
+    ADE20KDataset,
+    CorruptSampleError,
+)
 from segfpn.datasets.ade20k_classes import ADE20K_CLASSES, ADE20K_PALETTE
 from segfpn.datasets.datamodule import ADE20KDataModule
 from segfpn.datasets.sampling import RepeatFactorSampler, class_weights, repeat_factors
