@@ -8,6 +8,12 @@ classes present in the ground truth of their recall.
 
 from __future__ import annotations
 
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torchmetrics import Metric
@@ -77,6 +83,25 @@ class SegmentationMetrics(Metric):
 
     def compute(self) -> dict[str, torch.Tensor]:
         return {**scores_from_confusion(self.confmat), "confmat": self.confmat}
+
+
+def write_scores(scores: dict[str, torch.Tensor], path: Path, hparams: Mapping[str, Any] | None = None) -> Path:
+    """Save scores (aAcc, mIoU, mAcc, per-class IoU/Acc, confusion matrix) and the run's hparams as JSON."""
+    def plain(v: Any) -> Any:
+        if isinstance(v, torch.Tensor):
+            v = v.tolist()
+        if isinstance(v, float) and math.isnan(v):
+            return None
+        if isinstance(v, list):
+            return [plain(x) for x in v]
+        return v
+
+    record = {k: plain(v) for k, v in scores.items()}
+    if hparams is not None:
+        record["hparams"] = {k: v for k, v in dict(hparams).items() if isinstance(v, (int, float, str, bool, type(None), list))}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record))
+    return path
 
 
 def calculate_metrics(logits_or_labels: torch.Tensor, masks: torch.Tensor, num_classes: int | None = None,

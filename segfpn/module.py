@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
@@ -11,7 +12,7 @@ import torch
 from segfpn.datasets.ade20k import NUM_CLASSES
 from segfpn.inference import InferenceConfig, predict_logits
 from segfpn.losses import CombinedLoss, CrossEntropyLoss
-from segfpn.metrics import BoundaryIoU, SegmentationMetrics
+from segfpn.metrics import BoundaryIoU, SegmentationMetrics, write_scores
 from segfpn.models import SegmentationModel
 from segfpn.models.fpn import UpsampleMode
 from segfpn.models.head import NormName
@@ -175,6 +176,9 @@ class SegmentationModule(L.LightningModule):
             boundary.reset()
         self.last_scores = {k: v.detach().cpu() for k, v in scores.items()}
         metrics.reset()
+        if self.trainer.is_global_zero and not self.trainer.sanity_checking:
+            write_scores(self.last_scores, Path(self.trainer.default_root_dir) / "results" /
+                         f"{prefix}_step{self.global_step:07d}.json", self.hparams)
 
     def on_validation_epoch_end(self) -> None:
         self._log_scores(self.val_metrics, self.val_boundary, "val")

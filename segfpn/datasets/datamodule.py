@@ -16,7 +16,13 @@ from segfpn.datasets.ade20k import NUM_CLASSES, ADE20KDataset
 from segfpn.datasets.class_stats import compute_class_stats
 from segfpn.datasets.collate import pad_collate
 from segfpn.datasets.image_folder import ImageFolder, collate_with_paths
-from segfpn.datasets.sampling import EpochShuffleSampler, RepeatFactorSampler, class_weights, repeat_factors
+from segfpn.datasets.sampling import (
+    EpochShuffleSampler,
+    RepeatFactorSampler,
+    UnpaddedDistributedSampler,
+    class_weights,
+    repeat_factors,
+)
 from segfpn.datasets.synthetic import generate_dataset
 from segfpn.datasets.transforms import train_transform
 
@@ -126,11 +132,17 @@ class ADE20KDataModule(L.LightningDataModule):
     def _trainer_epoch(self) -> int | None:
         return self.trainer.current_epoch if self.trainer is not None else None
 
+    def _eval_loader(self, split: str) -> DataLoader:
+        """Under DDP every sample is evaluated exactly once (no padding duplicates, see UnpaddedDistributedSampler)."""
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        sampler = UnpaddedDistributedSampler(self.datasets[split]) if distributed else None
+        return self._loader(split, self.hparams.val_batch_size, sampler=sampler, collate_fn=pad_collate)
+
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", self.hparams.val_batch_size, collate_fn=pad_collate)
+        return self._eval_loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", self.hparams.val_batch_size, collate_fn=pad_collate)
+        return self._eval_loader("test")
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader("predict", 1, collate_fn=collate_with_paths)
