@@ -81,6 +81,11 @@ class BestAndLastCheckpoint(ModelCheckpoint):
         if dirpath and best.is_file():
             self.best_model_path = str(best)
 
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Also save ``last.ckpt`` when training stops between two scheduled saves (e.g. max_steps mid-epoch)."""
+        if self.save_last and not trainer.fast_dev_run and trainer.global_step != self._last_global_step_saved:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
     def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
         super()._save_checkpoint(trainer, filepath)
         if filepath == self.best_model_path and trainer.is_global_zero:

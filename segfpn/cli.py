@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.utilities import rank_zero_info
 
 from segfpn.callbacks import BestAndLastCheckpoint, GradientMonitor, PredictionWriter, WandbMedia
 from segfpn.datasets.datamodule import ADE20KDataModule
@@ -55,14 +56,28 @@ class SegFPNCLI(LightningCLI):
             config.predictions.output_dir = str(root / "predictions")
         ckpt = config.get("ckpt_path")
         if ckpt in ("best", "last"):
-            candidate = Path(config.checkpoint.dirpath) / f"{ckpt}.ckpt"
-            if candidate.is_file():
-                config.ckpt_path = str(candidate)
+            resolved = resolve_checkpoint(ckpt, Path(config.checkpoint.dirpath), root)
+            if resolved is not None:
+                config.ckpt_path = str(resolved)
             elif ckpt == "best" or self.subcommand != "fit":
                 raise FileNotFoundError(
-                    f"--ckpt_path {ckpt}: no {candidate} (checkpoint.dirpath={config.checkpoint.dirpath!r}); "
+                    f"--ckpt_path {ckpt}: no {ckpt}.ckpt in {config.checkpoint.dirpath!r} (checkpoint.dirpath); "
                     "run `segfpn fit` with this config first or pass a checkpoint file"
                 )
+            else:
+                config.ckpt_path = None  # nothing to resume yet: start from scratch
+                rank_zero_info(f"--ckpt_path last: no checkpoint in {root} yet, starting a new run")
+
+
+def resolve_checkpoint(name: str, dirpath: Path, root: Path) -> Path | None:
+    """``best`` -> dirpath/best.ckpt; ``last`` -> the newest of dirpath/last.ckpt and the hpc_ckpt_*.ckpt
+    that Lightning writes in the run folder when Slurm pre-empts a job. ``None`` when there is none."""
+    if name == "best":
+        candidates = [dirpath / "best.ckpt"]
+    else:
+        candidates = [dirpath / "last.ckpt", *root.glob("hpc_ckpt_*.ckpt")]
+    existing = [p for p in candidates if p.is_file()]
+    return max(existing, key=lambda p: p.stat().st_mtime) if existing else None
 
 
 def run_cli(args: list[str] | None = None) -> SegFPNCLI:

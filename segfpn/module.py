@@ -170,9 +170,10 @@ class SegmentationModule(L.LightningModule):
 
     def _log_scores(self, metrics: SegmentationMetrics, boundary: BoundaryIoU | None, prefix: str) -> None:
         scores = metrics.compute()
-        self.log_dict({f"{prefix}/{k}": scores[k].float() for k in ("mIoU", "aAcc", "mAcc")})
+        # already reduced over processes by the metric; sync_dist only averages identical values
+        self.log_dict({f"{prefix}/{k}": scores[k].float() for k in ("mIoU", "aAcc", "mAcc")}, sync_dist=True)
         if boundary is not None:
-            self.log(f"{prefix}/bIoU", boundary.compute().float())
+            self.log(f"{prefix}/bIoU", boundary.compute().float(), sync_dist=True)
             boundary.reset()
         self.last_scores = {k: v.detach().cpu() for k, v in scores.items()}
         metrics.reset()

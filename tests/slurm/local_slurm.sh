@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# A single-node Slurm on localhost for segfpn's cluster tests (Debian packages, run as root).
+#   tests/slurm/local_slurm.sh start DIR   installs slurmctld/slurmd/munge if needed, writes DIR/slurm.conf, starts them
+#   tests/slurm/local_slurm.sh stop DIR    stops the daemons started for DIR
+# Clients need SLURM_CONF=DIR/slurm.conf.
+set -euo pipefail
+action=${1:?start|stop}
+dir=$(realpath -m "${2:?state directory}")
+host=$(hostname -s)
+
+install_packages() {
+  if ! command -v slurmctld >/dev/null || ! command -v munged >/dev/null; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends slurmctld slurmd slurm-client munge >/dev/null
+  fi
+}
+
+start() {
+  install_packages
+  mkdir -p "$dir"/{state,spool}
+  cat > "$dir/slurm.conf" <<CONF
+ClusterName=segfpn-test
+SlurmctldHost=$host(127.0.0.1)
+SlurmUser=root
+AuthType=auth/munge
+AuthInfo=cred_expire=10
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+MpiDefault=none
+ReturnToService=2
+KillWait=5
+SchedulerParameters=sched_interval=5,bf_interval=5
+StateSaveLocation=$dir/state
+SlurmdSpoolDir=$dir/spool
+SlurmctldPidFile=$dir/slurmctld.pid
+SlurmdPidFile=$dir/slurmd.pid
+SlurmctldLogFile=$dir/slurmctld.log
+SlurmdLogFile=$dir/slurmd.log
+NodeName=$host NodeAddr=127.0.0.1 CPUs=2 State=UNKNOWN
+PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
+CONF
+  mkdir -p /run/munge /var/log/munge /var/lib/munge /etc/munge
+  [ -s /etc/munge/munge.key ] || dd if=/dev/urandom bs=1 count=1024 of=/etc/munge/munge.key status=none
+  chown -R munge:munge /run/munge /var/log/munge /var/lib/munge /etc/munge
+  chmod 0700 /etc/munge && chmod 0400 /etc/munge/munge.key
+  pgrep -x munged >/dev/null || runuser -u munge -- /usr/sbin/munged
+  export SLURM_CONF="$dir/slurm.conf"
+  slurmctld -f "$dir/slurm.conf"
+  slurmd -f "$dir/slurm.conf"
+  for _ in $(seq 60); do
+    if sinfo -h -o %t 2>/dev/null | grep -qx "idle"; then echo "slurm up: $(sinfo -V)"; return 0; fi
+    sleep 0.5
+  done
+  echo "slurm did not come up; logs in $dir" >&2
+  tail -n 20 "$dir"/slurmctld.log "$dir"/slurmd.log >&2 || true
+  return 1
+}
+
+stop() {
+  for pidfile in "$dir/slurmd.pid" "$dir/slurmctld.pid"; do
+    [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null || true
+  done
+}
+
+"$action"
