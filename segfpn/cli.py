@@ -80,6 +80,11 @@ def resolve_checkpoint(name: str, dirpath: Path, root: Path) -> Path | None:
     return max(existing, key=lambda p: p.stat().st_mtime) if existing else None
 
 
+def normalize_sweep_args(args: list[str]) -> list[str]:
+    """W&B sweep agents write a null parameter as ``--key=None``; LightningCLI's Optional types want ``null``."""
+    return [a.split("=", 1)[0] + "=null" if a.startswith("--") and a.endswith("=None") else a for a in args]
+
+
 def run_cli(args: list[str] | None = None) -> SegFPNCLI:
     """Run the LightningCLI on ``args`` (default: ``sys.argv[1:]``)."""
     configure_wandb_mode()
@@ -116,4 +121,7 @@ def main(argv: list[str] | None = None) -> None:
         module, function = TOOLS[args[0]].split(":")
         getattr(importlib.import_module(module), function)(args[1:])
         return
-    run_cli(None if argv is None else args)
+    if argv is None and normalize_sweep_args(args) == args:
+        run_cli(None)
+    else:
+        run_cli(normalize_sweep_args(args))

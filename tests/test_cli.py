@@ -170,3 +170,21 @@ def test_print_config(tmp_path: Path, synthetic_root: Path, capsys: pytest.Captu
 def test_best_checkpoint_missing_is_a_clear_error(tmp_path: Path, synthetic_root: Path) -> None:
     with pytest.raises(FileNotFoundError, match="--ckpt_path best: no .*best.ckpt"):
         run_cli(["validate", *tiny_args(tmp_path, synthetic_root), "--ckpt_path=best"])
+
+
+@pytest.mark.parametrize("name", ["convnext_tiny", "pvt_v2_b0", "swin_tiny"])
+def test_published_recipe_configs(name: str, capsys: pytest.CaptureFixture) -> None:
+    import yaml
+
+    repo = Path(__file__).resolve().parents[1]
+    with pytest.raises(SystemExit):
+        run_cli(["fit", "--config", str(repo / f"configs/{name}_fpn_ade20k.yaml"),
+                 "--config", str(repo / "configs/trainer/ddp.yaml"), "--print_config"])
+    config = yaml.safe_load(capsys.readouterr().out)
+    assert config["model"]["backbone_name"].startswith(name)
+    assert (config["model"]["lr"], config["model"]["weight_decay"], config["model"]["optimizer"]) == (1e-4, 1e-4, "adamw")
+    assert (config["model"]["schedule"], config["model"]["poly_power"]) == ("poly", 0.9)
+    assert (config["trainer"]["max_steps"], config["trainer"]["val_check_interval"]) == (80000, 8000)
+    assert (config["data"]["batch_size"], config["data"]["crop_size"], config["data"]["cat_max_ratio"]) == (16, 512, 0.75)
+    assert config["data"]["scale"] == [2048, 512] and config["data"]["ratio_range"] == [0.5, 2.0]
+    assert config["trainer"]["strategy"] == "ddp" and config["trainer"]["sync_batchnorm"] is True
