@@ -20,6 +20,11 @@ from segfpn.wandb_setup import configure_wandb_mode
 TOOLS = {
     "summary": "segfpn.commands.summary:main",
     "class-stats": "segfpn.commands.class_stats:main",
+    "feature-maps": "segfpn.commands.feature_maps:main",
+    "cost": "segfpn.commands.cost:main",
+    "experiment": "segfpn.commands.experiment:main",
+    "analyze": "segfpn.commands.analyze:main",
+    "report": "segfpn.commands.report:main",
 }
 
 

@@ -178,8 +178,8 @@ class SegmentationModule(L.LightningModule):
         self.last_scores = {k: v.detach().cpu() for k, v in scores.items()}
         metrics.reset()
         if self.trainer.is_global_zero and not self.trainer.sanity_checking:
-            write_scores(self.last_scores, Path(self.trainer.default_root_dir) / "results" /
-                         f"{prefix}_step{self.global_step:07d}.json", self.hparams)
+            name = f"{self.trainer.state.fn.value}_{prefix}_step{self.global_step:07d}.json"  # e.g. fit_val_step...
+            write_scores(self.last_scores, Path(self.trainer.default_root_dir) / "results" / name, self.hparams)
 
     def on_validation_epoch_end(self) -> None:
         self._log_scores(self.val_metrics, self.val_boundary, "val")

@@ -33,6 +33,7 @@ def tiny_args(root: Path, data: Path, max_steps: int = 4, logger: str = CSV_LOGG
         f"--trainer.default_root_dir={root}",
         f"--trainer.max_steps={max_steps}",
         "--trainer.limit_val_batches=3",
+        "--trainer.check_val_every_n_epoch=1",
         "--trainer.enable_progress_bar=false",
         "--trainer.log_every_n_steps=1",
         logger,

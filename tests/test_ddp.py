@@ -25,7 +25,7 @@ def _segfpn(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 def _scores(root: Path) -> dict:
-    files = sorted((root / "results").glob("val_step*.json"))
+    files = sorted((root / "results").glob("validate_val_step*.json"))
     assert len(files) == 1, files
     return json.loads(files[0].read_text())
 

@@ -80,6 +80,33 @@ def plot_feature_maps(features: Sequence[torch.Tensor], channel: int = 0, title:
     return _save(fig, save_path)
 
 
+def plot_attention_maps(level_maps: Sequence[torch.Tensor], fusion: torch.Tensor | None = None,
+                        save_path: str | Path | None = None) -> Figure:
+    """Attention of sample 0: per FPN level its spatial map (CBAM) or channel gates (SE), and the head's
+    per-level fusion weights when present."""
+    n = len(level_maps) + (len(fusion[0]) if fusion is not None else 0)
+    fig, axes = plt.subplots(1, max(n, 1), figsize=(3.4 * max(n, 1), 3.4), squeeze=False)
+    axes = list(axes[0])
+    for i, amap in enumerate(level_maps):
+        a = amap[0].float().cpu()
+        ax = axes.pop(0)
+        if a.shape[-1] == 1 and a.shape[-2] == 1:  # channel gates
+            ax.bar(range(a.shape[0]), a.flatten().numpy(), width=1.0)
+            ax.set_title(f"P{i} channel gates")
+        else:
+            ax.imshow(a[0].numpy(), cmap="inferno", vmin=0, vmax=1)
+            ax.set_title(f"P{i} spatial attention")
+            ax.axis("off")
+    if fusion is not None:
+        for level, w in enumerate(fusion[0].float().cpu()):
+            ax = axes.pop(0)
+            ax.imshow(w.numpy(), cmap="viridis", vmin=0, vmax=1)
+            ax.set_title(f"fusion weight P{level}")
+            ax.axis("off")
+    fig.tight_layout()
+    return _save(fig, save_path)
+
+
 def plot_confusion_matrix(confmat: np.ndarray, class_names: Sequence[str] = ADE20K_CLASSES, top_k: int = 30,
                           save_path: str | Path | None = None) -> Figure:
     """Row-normalised confusion matrix restricted to the ``top_k`` classes with the most ground-truth pixels."""
@@ -133,6 +160,6 @@ def plot_per_class_iou(iou: Sequence[float] | np.ndarray, class_names: Sequence[
 
 
 __all__ = [
-    "colorize", "denormalize", "overlay", "plot_confusion_matrix", "plot_feature_maps",
+    "colorize", "denormalize", "overlay", "plot_attention_maps", "plot_confusion_matrix", "plot_feature_maps",
     "plot_per_class_iou", "top_confusions", "visualize_batch",
 ]

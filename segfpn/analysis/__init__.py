@@ -1,0 +1,1 @@
+"""Course analyses: experiment runner, model cost tables, error analysis, reports."""

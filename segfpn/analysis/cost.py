@@ -1,0 +1,41 @@
+"""Computational cost of model variants side by side: parameters, FLOPs, latency, overhead vs the first."""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+import torch
+
+from segfpn.models import SegmentationModel
+from segfpn.utils.model_summary import measure_latency, summarize
+
+
+def cost_table(variants: dict[str, dict[str, Any]], input_size: tuple[int, int] = (512, 512),
+               latency: bool = True, device: str = "cpu", base: dict[str, Any] | None = None,
+               rounds: int = 5) -> list[dict]:
+    """One row per variant (``name -> SegmentationModel kwargs`` on top of ``base``), with each one's
+    overhead against the first variant in percent. Latencies are medians over ``rounds`` rounds that time
+    every variant once, so slow drifts of a shared machine hit all variants alike."""
+    models, rows = {}, []
+    for name, overrides in variants.items():
+        torch.manual_seed(0)
+        models[name] = SegmentationModel(**{**(base or {}), **overrides}).to(device).eval()
+        s = summarize(models[name], input_size, name)
+        rows.append({"variant": name, "params_M": s.params_total / 1e6, "GFLOPs": s.gflops, "GMACs": s.gmacs})
+    keys = ["params_M", "GFLOPs"]
+    if latency:
+        times: dict[str, list[float]] = {name: [] for name in models}
+        for name, model in models.items():  # warm-up
+            measure_latency(model, input_size, repeats=1, warmup=1)
+        for _ in range(rounds):
+            for name, model in models.items():
+                times[name].append(measure_latency(model, input_size, repeats=1, warmup=0))
+        for row in rows:
+            row["latency_ms"] = 1e3 * statistics.median(times[row["variant"]])
+        keys.append("latency_ms")
+    first = rows[0]
+    for row in rows:
+        for key in keys:
+            row[f"{key}_overhead_%"] = 100 * (row[key] / first[key] - 1)
+    return rows

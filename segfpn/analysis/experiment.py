@@ -1,0 +1,101 @@
+"""Run the variants of an experiment (an FPN ablation, a loss or sampler comparison...) and tabulate them.
+
+An experiment file (``experiments/*.yaml``)::
+
+    name: fpn_ablation
+    base: configs/demo.yaml          # the LightningCLI config every variant starts from
+    args: ["--trainer.max_steps=240"]  # shared command-line overrides (optional)
+    variants:
+      baseline: {}
+      no_lateral: {model.lateral_connections: false}
+
+Each variant trains in ``<out>/<name>/<variant>/`` and is then validated with its best checkpoint; its
+scores land in ``results/`` there. A variant whose final results exist is not run again.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass
+class Experiment:
+    """A named set of variants of one base config."""
+
+    name: str
+    base: Path
+    variants: dict[str, dict[str, Any]]
+    args: list[str] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Experiment:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"experiment file {str(path)!r} does not exist")
+        spec = yaml.safe_load(path.read_text()) or {}
+        missing = {"name", "base", "variants"} - set(spec)
+        if missing:
+            raise ValueError(f"experiment file {str(path)!r} lacks {sorted(missing)} (see segfpn.analysis.experiment)")
+        if not isinstance(spec["variants"], dict) or not spec["variants"]:
+            raise ValueError(f"experiment file {str(path)!r}: 'variants' must map names to overrides")
+        return cls(spec["name"], Path(spec["base"]), {k: v or {} for k, v in spec["variants"].items()},
+                   list(spec.get("args", [])))
+
+    def variant_args(self, variant: str, root: Path) -> list[str]:
+        """LightningCLI arguments (after the subcommand) for one variant writing into ``root``."""
+        overrides = [f"--{key}={_cli_value(value)}" for key, value in self.variants[variant].items()]
+        return ["--config", str(self.base), *self.args, *overrides, f"--trainer.default_root_dir={root}",
+                f"--trainer.logger.init_args.save_dir={root}"]
+
+    def model_overrides(self, variant: str) -> dict[str, Any]:
+        """The variant's ``model.*`` overrides as SegmentationModel keyword arguments."""
+        return {k.split(".", 1)[1]: v for k, v in self.variants[variant].items() if k.startswith("model.")}
+
+
+def _cli_value(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)
+    return str(value)
+
+
+def final_results(run_dir: Path, stage: str = "validate_val") -> dict | None:
+    """The latest ``results/<stage>_step*.json`` of a run (None when the run has none); stages are
+    ``fit_val`` (validations during training), ``validate_val`` and ``test_test``."""
+    files = sorted((run_dir / "results").glob(f"{stage}_step*.json"))
+    return json.loads(files[-1].read_text()) if files else None
+
+
+def run_experiment(experiment: Experiment, out: Path, only: list[str] | None = None,
+                   extra_args: list[str] | None = None) -> dict[str, Path]:
+    """Train and validate every variant (skipping finished ones); returns variant -> run folder."""
+    from segfpn.cli import run_cli
+
+    runs: dict[str, Path] = {}
+    names = [v for v in experiment.variants if not only or v in only]
+    unknown = sorted(set(only or []) - set(experiment.variants))
+    if unknown:
+        raise ValueError(f"unknown variants {unknown}; {experiment.name} has {list(experiment.variants)}")
+    for i, variant in enumerate(names, start=1):
+        root = out / experiment.name / variant
+        runs[variant] = root
+        done = root / "results" / "final.json"
+        if done.is_file():
+            print(f"[{i}/{len(names)}] {variant}: done already ({done})")
+            continue
+        print(f"[{i}/{len(names)}] {variant}: training in {root}", flush=True)
+        args = experiment.variant_args(variant, root) + list(extra_args or [])
+        run_cli(["fit", *args])
+        best = "best" if (root / "checkpoints" / "best.ckpt").is_file() else "last"  # no validation ran: last
+        run_cli(["validate", *args, f"--ckpt_path={best}"])
+        final = final_results(root)
+        done.write_text(json.dumps(final))
+    return runs

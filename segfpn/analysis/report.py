@@ -1,0 +1,146 @@
+"""Gather the runs of an experiment folder into a Markdown and an HTML report with tables and figures."""
+
+from __future__ import annotations
+
+import csv
+import html
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from segfpn.analysis.experiment import final_results
+from segfpn.datasets.ade20k_classes import ADE20K_CLASSES
+from segfpn.utils.visualize import plot_confusion_matrix, plot_per_class_iou, top_confusions
+
+
+@dataclass
+class Block:
+    """One piece of a report: a heading, a paragraph, a table or an image."""
+
+    kind: str  # "h1" | "h2" | "p" | "table" | "image"
+    content: object
+
+
+def _markdown(blocks: list[Block]) -> str:
+    out = []
+    for b in blocks:
+        if b.kind in ("h1", "h2"):
+            out.append(("# " if b.kind == "h1" else "## ") + str(b.content))
+        elif b.kind == "p":
+            out.append(str(b.content))
+        elif b.kind == "image":
+            out.append(f"![{Path(b.content).stem}]({Path(b.content).name})")
+        elif b.kind == "table":
+            header, *rows = b.content
+            out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            out += ["| " + " | ".join(row) + " |" for row in rows]
+        out.append("")
+    return "\n".join(out)
+
+
+def _html(blocks: list[Block], title: str) -> str:
+    body = []
+    for b in blocks:
+        if b.kind in ("h1", "h2"):
+            body.append(f"<{b.kind}>{html.escape(str(b.content))}</{b.kind}>")
+        elif b.kind == "p":
+            body.append(f"<p>{html.escape(str(b.content))}</p>")
+        elif b.kind == "image":
+            body.append(f'<img src="{html.escape(Path(b.content).name)}" style="max-width:100%">')
+        elif b.kind == "table":
+            header, *rows = b.content
+            cells = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+            trs = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+            body.append(f"<table><tr>{cells}</tr>{trs}</table>")
+    style = "body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}" \
+            "td,th{border:1px solid #bbb;padding:4px 8px;text-align:right}"
+    return f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>" \
+           f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n"
+
+
+def collect_runs(folder: Path) -> dict[str, dict]:
+    """variant name -> its final validation results, for every run below ``folder``."""
+    runs = {}
+    for run in sorted(p for p in folder.iterdir() if p.is_dir()):
+        result = (json.loads((run / "results" / "final.json").read_text()) if (run / "results" / "final.json").is_file()
+                  else final_results(run) or final_results(run, "fit_val"))
+        if result is not None:
+            runs[run.name] = result
+    return runs
+
+
+def _training_curve(run: Path) -> list[tuple[int, float]]:
+    """(step, val/mIoU) pairs of the validations during training."""
+    points = []
+    for f in sorted((run / "results").glob("fit_val_step*.json")):
+        points.append((int(f.stem.rsplit("step", 1)[1]), json.loads(f.read_text())["mIoU"]))
+    return points
+
+
+def write_report(folder: Path, title: str | None = None, cost: dict[str, dict] | None = None,
+                 class_names: tuple[str, ...] = ADE20K_CLASSES) -> dict[str, Path]:
+    """``report.md``, ``report.html``, ``results.csv`` and figures in ``folder`` from its runs."""
+    runs = collect_runs(folder)
+    if not runs:
+        raise FileNotFoundError(f"no runs with results/*.json below {str(folder)!r}; run `segfpn experiment` first")
+    title = title or f"Report: {folder.name}"
+    names = list(runs)
+    baseline = names[0]
+    best = max(names, key=lambda n: runs[n]["mIoU"] or 0)
+    header = ["variant", "mIoU", "aAcc", "mAcc", "ΔmIoU vs " + baseline]
+    if cost:
+        header += ["params (M)", "GFLOPs", "latency (ms)"]
+    rows = []
+    for n in names:
+        r = runs[n]
+        row = [n, f"{r['mIoU']:.4f}", f"{r['aAcc']:.4f}", f"{r['mAcc']:.4f}", f"{r['mIoU'] - runs[baseline]['mIoU']:+.4f}"]
+        if cost:
+            c = cost.get(n, {})
+            row += [f"{c.get('params_M', float('nan')):.2f}", f"{c.get('GFLOPs', float('nan')):.1f}",
+                    f"{c.get('latency_ms', float('nan')):.0f}"]
+        rows.append(row)
+    with (folder / "results.csv").open("w", newline="") as f:
+        csv.writer(f).writerows([header, *rows])
+
+    blocks = [Block("h1", title), Block("p", f"{len(names)} runs; best: {best} (mIoU {runs[best]['mIoU']:.4f})."),
+              Block("h2", "Results (validation, dataset-level)"), Block("table", [header, *rows])]
+    figures = {}
+    curves = {n: _training_curve(folder / n) for n in names}
+    if any(curves.values()):
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for n, points in curves.items():
+            if points:
+                ax.plot(*zip(*points), marker="o", label=n)
+        ax.set_xlabel("step")
+        ax.set_ylabel("val mIoU")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        figures["curves"] = folder / "training_curves.png"
+        fig.savefig(figures["curves"], dpi=110)
+        plt.close(fig)
+        blocks += [Block("h2", "Validation mIoU during training"), Block("image", figures["curves"])]
+    iou = {n: np.array([np.nan if v is None else v for v in runs[n]["IoU"]]) for n in names}
+    for n in names[1:]:
+        path = folder / f"per_class_iou_{n}_vs_{baseline}.png"
+        plt.close(plot_per_class_iou(iou[n], class_names, other=iou[baseline], labels=(n, baseline), save_path=path))
+        figures[f"iou_{n}"] = path
+        diff = iou[n] - iou[baseline]
+        order = [i for i in np.argsort(diff) if not np.isnan(diff[i])]
+        gains = ", ".join(f"{class_names[i]} {diff[i]:+.3f}" for i in order[::-1][:5])
+        losses = ", ".join(f"{class_names[i]} {diff[i]:+.3f}" for i in order[:5])
+        blocks += [Block("h2", f"Per-class IoU: {n} vs {baseline}"), Block("p", f"largest gains: {gains}; "
+                   f"largest drops: {losses}"), Block("image", path)]
+    confmat = np.array(runs[best]["confmat"])
+    path = folder / f"confusion_matrix_{best}.png"
+    plt.close(plot_confusion_matrix(confmat, class_names, top_k=30, save_path=path))
+    figures["confusion"] = path
+    pairs = top_confusions(confmat, class_names, 10)
+    blocks += [Block("h2", f"Confusions of the best run ({best})"), Block("image", path),
+               Block("table", [["ground truth", "predicted as", "fraction"], *[[g, p, f"{r:.3f}"] for g, p, r in pairs]])]
+    md, page = folder / "report.md", folder / "report.html"
+    md.write_text(_markdown(blocks))
+    page.write_text(_html(blocks, title))
+    return {"markdown": md, "html": page, "csv": folder / "results.csv", **figures}

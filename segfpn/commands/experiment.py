@@ -1,0 +1,39 @@
+"""``segfpn experiment FILE``: train and validate every variant of an experiment, then write its report."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from segfpn.analysis.cost import cost_table
+from segfpn.analysis.experiment import Experiment, run_experiment
+from segfpn.analysis.report import write_report
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="segfpn experiment", description=__doc__)
+    parser.add_argument("file", type=Path, help="experiment YAML (see experiments/)")
+    parser.add_argument("--out", type=Path, default=Path("runs/experiments"))
+    parser.add_argument("--only", nargs="+", help="run only these variants")
+    parser.add_argument("--no-cost", action="store_true", help="skip the params/GFLOPs/latency columns")
+    parser.add_argument("--cost-size", type=int, nargs=2, default=[512, 512], metavar=("H", "W"))
+    args, extra = parser.parse_known_args(argv)
+    experiment = Experiment.load(args.file)
+    runs = run_experiment(experiment, args.out, args.only, extra)
+    cost = None
+    if not args.no_cost:
+        base = _base_model_args(experiment)
+        rows = cost_table({v: experiment.model_overrides(v) for v in runs}, tuple(args.cost_size), base=base)
+        cost = {r["variant"]: r for r in rows}
+    files = write_report(args.out / experiment.name, f"Experiment: {experiment.name}", cost)
+    print(f"report: {files['markdown']} and {files['html']}")
+
+
+def _base_model_args(experiment: Experiment) -> dict:
+    """Model keyword arguments of the base config that matter for the cost (backbone, widths...)."""
+    import yaml
+
+    model = (yaml.safe_load(experiment.base.read_text()) or {}).get("model", {})
+    keys = ("backbone_name", "img_size", "fpn_channels", "head_channels", "attention", "fusion", "upsample_mode",
+            "lateral_connections", "top_down", "norm", "aux_classifiers")
+    return {k: model[k] for k in keys if k in model}

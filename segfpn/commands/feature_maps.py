@@ -1,0 +1,60 @@
+"""``segfpn feature-maps``: backbone and FPN feature maps of one image (and attention maps when the model
+has attention blocks), saved as PNG figures."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import torch
+
+from segfpn.datasets.ade20k import ADE20KDataset, load_image
+from segfpn.datasets.transforms import val_transform
+from segfpn.models import SegmentationModel
+from segfpn.utils.visualize import plot_attention_maps, plot_feature_maps
+
+
+def load_input(image: Path | None, data_root: Path | None, index: int, split: str) -> torch.Tensor:
+    """A normalised ``[1, 3, H, W]`` image from a file or from a dataset index."""
+    if image is not None:
+        return val_transform()(image=load_image(image))["image"].unsqueeze(0)
+    if data_root is None:
+        raise ValueError("pass --image FILE or --data-root DIR (with --index)")
+    return ADE20KDataset(data_root, split)[index][0].unsqueeze(0)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="segfpn feature-maps", description=__doc__)
+    parser.add_argument("--image", type=Path)
+    parser.add_argument("--data-root", type=Path)
+    parser.add_argument("--index", type=int, default=0)
+    parser.add_argument("--split", default="validation")
+    parser.add_argument("--ckpt", type=Path, help="trained checkpoint (default: a new model)")
+    parser.add_argument("--backbone", default="convnext_tiny", help="backbone of the new model")
+    parser.add_argument("--attention", help="attention of the new model (se, cbam)")
+    parser.add_argument("--channel", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=Path("runs/feature_maps"))
+    args = parser.parse_args(argv)
+    x = load_input(args.image, args.data_root, args.index, args.split)
+    if args.ckpt:
+        from segfpn.analysis.checkpoint import load_trained
+
+        model = load_trained(args.ckpt)[0].model
+    else:
+        model = SegmentationModel(backbone_name=args.backbone, attention=args.attention)
+    model.eval()
+    with torch.no_grad():
+        backbone = model.extract_backbone_features(x)
+        pyramid = model.neck(backbone)
+        model.head(pyramid)
+    args.out.mkdir(parents=True, exist_ok=True)
+    written = [args.out / "backbone_features.png", args.out / "fpn_features.png"]
+    plt.close(plot_feature_maps(backbone, args.channel, "C", save_path=written[0]))
+    plt.close(plot_feature_maps(pyramid, args.channel, "P", save_path=written[1]))
+    maps = [m.last_map for m in model.neck.attention if getattr(m, "last_map", None) is not None]
+    fusion = getattr(model.head.fusion, "last_map", None)
+    if maps or fusion is not None:
+        written.append(args.out / "attention_maps.png")
+        plt.close(plot_attention_maps(maps, fusion, save_path=written[-1]))
+    print("wrote " + ", ".join(map(str, written)))
