@@ -86,3 +86,35 @@ def test_photometric_distortion_changes_image_not_mask() -> None:
         np.testing.assert_array_equal(out["mask"], mask)
         unchanged += np.array_equal(out["image"], image)
     assert unchanged / 200 < 0.15  # each of the four distortions is skipped with probability 0.5: 1/16
+
+
+def _reference_distortion(img: np.ndarray, brightness, contrast_first, contrast, saturation, hue) -> np.ndarray:
+    """mmsegmentation's PhotoMetricDistortion arithmetic, step by step in float."""
+    import cv2
+
+    def to_uint8(x: np.ndarray) -> np.ndarray:
+        return np.clip(x, 0, 255).astype(np.uint8)
+
+    if brightness is not None:
+        img = to_uint8(img.astype(np.float32) + brightness)
+    if contrast is not None and contrast_first:
+        img = to_uint8(img.astype(np.float32) * contrast)
+    if saturation is not None or hue is not None:
+        hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV).astype(np.float32)
+        if saturation is not None:
+            hsv[..., 1] = np.clip(hsv[..., 1] * saturation, 0, 255)
+        if hue is not None:
+            hsv[..., 0] = (hsv[..., 0] + hue) % 180
+        img = cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB)
+    if contrast is not None and not contrast_first:
+        img = to_uint8(img.astype(np.float32) * contrast)
+    return img
+
+
+def test_photometric_lookup_tables_match_float_arithmetic() -> None:
+    t = PhotoMetricDistortion()
+    t.set_random_seed(3)
+    image = np.random.default_rng(1).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    for _ in range(50):
+        params = t.get_params()
+        np.testing.assert_array_equal(t.apply(image, **params), _reference_distortion(image, **params))

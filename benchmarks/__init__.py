@@ -1,0 +1,1 @@
+"""Side-by-side benchmarks of segfpn against its peers (``python -m benchmarks.run``)."""
