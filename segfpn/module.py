@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 from pathlib import Path
 from typing import Any, Literal
@@ -89,13 +90,8 @@ class SegmentationModule(L.LightningModule):
         if schedule not in ("poly", "cosine", "constant"):
             raise ValueError(f"model.schedule must be 'poly', 'cosine' or 'constant', got {schedule!r}")
         self.save_hyperparameters()
-        self.model = SegmentationModel(
-            num_classes=num_classes, backbone_name=backbone_name, pretrained=pretrained,
-            pretrained_path=pretrained_path, img_size=img_size, frozen_stages=frozen_stages,
-            drop_path_rate=drop_path_rate, fpn_channels=fpn_channels, lateral_connections=lateral_connections,
-            top_down=top_down, upsample_mode=upsample_mode, attention=attention, head_channels=head_channels,
-            norm=norm, dropout=dropout, fusion=fusion, aux_classifiers=aux_classifiers,
-        )
+        model_args = inspect.signature(SegmentationModel).parameters
+        self.model = SegmentationModel(**{k: v for k, v in self.hparams.items() if k in model_args})
         weights = torch.tensor(class_weight, dtype=torch.float) if isinstance(class_weight, list) else None
         if weights is not None and len(weights) != num_classes:
             raise ValueError(f"model.class_weight has {len(weights)} values, expected num_classes={num_classes}")
