@@ -17,7 +17,8 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/segfpn demo
+	$(BIN)/segfpn fit --config configs/demo.yaml
+	$(BIN)/segfpn validate --config configs/demo.yaml --ckpt_path best
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -177,8 +177,17 @@ class SegmentationModule(L.LightningModule):
             name = f"{self.trainer.state.fn.value}_{prefix}_step{self.global_step:07d}.json"  # e.g. fit_val_step...
             write_scores(self.last_scores, Path(self.trainer.default_root_dir) / "results" / name, self.hparams)
 
+    def on_train_epoch_end(self) -> None:
+        self._report_skipped()
+
     def on_validation_epoch_end(self) -> None:
         self._log_scores(self.val_metrics, self.val_boundary, "val")
+        self._report_skipped()
+
+    def _report_skipped(self) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if hasattr(datamodule, "report_skipped"):
+            datamodule.report_skipped()
 
     def on_test_epoch_end(self) -> None:
         self._log_scores(self.test_metrics, self.test_boundary, "test")

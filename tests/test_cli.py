@@ -189,3 +189,14 @@ def test_published_recipe_configs(name: str, capsys: pytest.CaptureFixture) -> N
     assert (config["data"]["batch_size"], config["data"]["crop_size"], config["data"]["cat_max_ratio"]) == (16, 512, 0.75)
     assert config["data"]["scale"] == [2048, 512] and config["data"]["ratio_range"] == [0.5, 2.0]
     assert config["trainer"]["strategy"] == "ddp" and config["trainer"]["sync_batchnorm"] is True
+
+
+def test_precision_accumulation_clipping_and_tensorboard(tmp_path: Path, synthetic_root: Path) -> None:
+    """bf16 autocast is emulated on this CPU: a tiny run only checks the path works end to end."""
+    args = tiny_args(tmp_path, synthetic_root, max_steps=2, logger="--trainer.logger=lightning.pytorch.loggers.TensorBoardLogger")
+    cli = run_cli(["fit", *args, f"--trainer.logger.init_args.save_dir={tmp_path}", "--trainer.precision=bf16-mixed",
+                   "--trainer.accumulate_grad_batches=2", "--trainer.gradient_clip_val=1.0", "--model.channels_last=true",
+                   "--data.crop_size=32", "--trainer.limit_val_batches=1"])
+    assert cli.trainer.global_step == 2 and cli.trainer.precision == "bf16-mixed"
+    assert list(tmp_path.rglob("events.out.tfevents.*"))
+    assert cli.model.model.head.classifier.weight.is_contiguous(memory_format=torch.channels_last)

@@ -154,3 +154,13 @@ def test_exif_rotation(tiny_root: Path) -> None:
     Image.fromarray(np.ones((60, 40), np.uint8)).save(ann)  # annotated on the stored pixels instead
     image, _ = ADE20KDataset(tiny_root, "training")[0]
     assert image.shape == (3, 60, 40)
+
+
+def test_skips_in_dataloader_workers_are_counted_in_the_main_process(tiny_root: Path) -> None:
+    _first(tiny_root, "images").write_bytes(b"garbage" * 20)
+    ds = ADE20KDataset(tiny_root, "training", on_error="skip")
+    loader = torch.utils.data.DataLoader(ds, batch_size=1, num_workers=2)
+    assert len(list(loader)) == 2
+    assert ds.skipped == []  # the workers skipped, not this process
+    with pytest.warns(UserWarning, match="1 corrupt samples skipped"):
+        assert ds.report_skipped() == 1

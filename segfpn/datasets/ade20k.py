@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -142,7 +143,9 @@ class ADE20KDataset(Dataset):
 
             transform = val_transform()
         self.transform = transform
-        self.skipped: list[str] = []
+        self.skipped: list[str] = []  # messages of the samples this process skipped
+        # shared with forked DataLoader workers, so the main process can report their skips too
+        self._skip_count = multiprocessing.Value("i", 0)
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -172,6 +175,9 @@ class ADE20KDataset(Dataset):
                 if self.on_error == "raise":
                     raise
                 self.skipped.append(str(err))
+                if self._skip_count is not None:
+                    with self._skip_count.get_lock():
+                        self._skip_count.value += 1
                 log.warning("skipping sample %d: %s", i, err)
         else:
             raise CorruptSampleError(f"every sample of {str(self.root)!r} ({self.split}) is unusable")
@@ -179,9 +185,20 @@ class ADE20KDataset(Dataset):
         # numpy's uint8 -> int64 cast is ~100x faster than torch's on the CPU (8 ms for an ADE20K mask)
         return out["image"], torch.from_numpy(np.asarray(out["mask"]).astype(np.int64))
 
+    @property
+    def skipped_count(self) -> int:
+        """Samples skipped so far by this process and its DataLoader workers."""
+        return self._skip_count.value if self._skip_count is not None else len(self.skipped)
+
     def report_skipped(self) -> int:
-        """Warn once with the number of samples skipped so far and return it."""
-        if self.skipped:
-            warnings.warn(f"{len(self.skipped)} corrupt samples skipped in {self.root} ({self.split}), "
-                          f"e.g. {self.skipped[0]}", stacklevel=2)
-        return len(self.skipped)
+        """Warn with the number of samples skipped so far (0: silent) and return it."""
+        count = self.skipped_count
+        if count:
+            example = f", e.g. {self.skipped[0]}" if self.skipped else " (see the worker warnings)"
+            warnings.warn(f"{count} corrupt samples skipped in {self.root} ({self.split}){example}", stacklevel=2)
+        return count
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_skip_count"] = None  # a spawned worker cannot share it: it counts in its own `skipped`
+        return state

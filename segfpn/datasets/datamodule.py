@@ -147,6 +147,10 @@ class ADE20KDataModule(L.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         return self._loader("predict", 1, collate_fn=collate_with_paths)
 
+    def report_skipped(self) -> int:
+        """Warn about corrupt samples skipped in any split so far (``on_error="skip"``); returns their number."""
+        return sum(ds.report_skipped() for ds in self.datasets.values() if isinstance(ds, ADE20KDataset))
+
     def class_stats(self, split: str = "training"):
         """Per-class pixel/image counts of a split (cached; see ``segfpn.datasets.class_stats``)."""
         key = "train" if split == "training" else "val"
