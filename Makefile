@@ -7,7 +7,7 @@ SHELL := /bin/bash
 QUIET_PIP := { grep -v "^WARNING: Location" || true; }
 STAMP := $(VENV)/.segfpn-installed
 
-.PHONY: demo test test-quick bench install clean
+.PHONY: demo test test-quick lint bench install clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,10 +21,15 @@ demo: $(STAMP)
 	$(BIN)/segfpn validate --config configs/demo.yaml --ckpt_path best
 
 test: $(STAMP)
+	$(BIN)/ruff check segfpn tests benchmarks
 	$(BIN)/python -m pytest
 
 test-quick: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" -x
+
+lint: $(STAMP)
+	$(BIN)/ruff check segfpn tests benchmarks
+	$(BIN)/ruff format --check segfpn tests benchmarks
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run

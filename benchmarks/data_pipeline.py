@@ -37,14 +37,16 @@ def torchvision_train_pipeline(crop: int = 512):
     from torchvision.transforms import v2
 
     fill = {tv_tensors.Image: 0, tv_tensors.Mask: 255}
-    return v2.Compose([
-        v2.RandomResize(256, 1024),
-        v2.RandomCrop(crop, pad_if_needed=True, fill=fill),
-        v2.RandomHorizontalFlip(),
-        v2.ColorJitter(brightness=32 / 255, contrast=0.5, saturation=0.5, hue=18 / 180),
-        v2.ToDtype({tv_tensors.Image: torch.float32, tv_tensors.Mask: torch.int64, "others": None}, scale=True),
-        v2.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]),
-    ])
+    return v2.Compose(
+        [
+            v2.RandomResize(256, 1024),
+            v2.RandomCrop(crop, pad_if_needed=True, fill=fill),
+            v2.RandomHorizontalFlip(),
+            v2.ColorJitter(brightness=32 / 255, contrast=0.5, saturation=0.5, hue=18 / 180),
+            v2.ToDtype({tv_tensors.Image: torch.float32, tv_tensors.Mask: torch.int64, "others": None}, scale=True),
+            v2.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]),
+        ]
+    )
 
 
 def run(device: str = "cpu", quick: bool = False) -> list[dict]:

@@ -14,14 +14,18 @@ def run(device: str = "cpu", quick: bool = False) -> list[dict]:
     torch.manual_seed(0)
     model = SegmentationModel(num_classes=150, backbone_name="pvt_v2_b0").to(device).eval()
     x = torch.randn(1, 3, h, w, device=device)
-    crop = (h, h)
+    stride = h * 2 // 3
     modes = {
         "whole": InferenceConfig(mode="whole", test_scale=None),
-        "slide (crop %d, stride %d)" % (h, h * 2 // 3): InferenceConfig(mode="slide", test_scale=None, crop_size=crop,
-                                                                       stride=(h * 2 // 3, h * 2 // 3)),
+        f"slide (crop {h}, stride {stride})": InferenceConfig(
+            mode="slide", test_scale=None, crop_size=(h, h), stride=(stride, stride)
+        ),
         "multi-scale x3 + flip": InferenceConfig(mode="whole", test_scale=None, scales=[0.75, 1.0, 1.25], flip=True),
     }
-    times = interleaved({k: (lambda c=c: predict_logits(model, x, c)) for k, c in modes.items()},
-                        rounds=2 if quick else 3, device=device)
+    times = interleaved(
+        {k: (lambda c=c: predict_logits(model, x, c)) for k, c in modes.items()},
+        rounds=2 if quick else 3,
+        device=device,
+    )
     whole = times["whole"]
     return [{"mode": k, "images_per_s": 1 / v, "time_vs_whole": v / whole} for k, v in times.items()]

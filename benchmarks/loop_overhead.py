@@ -36,9 +36,18 @@ class _StepTimer(L.Callback):
 
 def lightning_step_times(steps: int, batch: int, size: int, **trainer_kwargs) -> list[float]:
     timer = _StepTimer()
-    trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=steps, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                        callbacks=[timer], **trainer_kwargs)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_steps=steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=[timer],
+        **trainer_kwargs,
+    )
     trainer.fit(_module(), train_dataloaders=_data(steps, batch, size))
     return [b - a for a, b in zip(timer.stamps, timer.stamps[1:])]
 
@@ -71,5 +80,7 @@ def run(device: str = "cpu", quick: bool = False) -> list[dict]:
     rows = []
     for name, times in results.items():
         step = statistics.median(times)
-        rows.append({"loop": name, "steps_per_s": 1 / step, "step_ms": 1e3 * step, "time_vs_hand_written": step / manual})
+        rows.append(
+            {"loop": name, "steps_per_s": 1 / step, "step_ms": 1e3 * step, "time_vs_hand_written": step / manual}
+        )
     return rows

@@ -28,11 +28,15 @@ def run(device: str = "cpu", quick: bool = False) -> list[dict]:
         with torch.no_grad():
             model(x)
 
-    times = interleaved({
-        "forward pass (pvt_v2_b0)": forward,
-        "segfpn update from logits (argmax + confusion matrix)": lambda: ours.update(logits, target),
-        "segfpn update from labels": lambda: ours.update(labels, target),
-        "torchmetrics MeanIoU update from labels": lambda: peer.update(labels, clean_target),
-    }, rounds=7 if not quick else 5, device=device)
+    times = interleaved(
+        {
+            "forward pass (pvt_v2_b0)": forward,
+            "segfpn update from logits (argmax + confusion matrix)": lambda: ours.update(logits, target),
+            "segfpn update from labels": lambda: ours.update(labels, target),
+            "torchmetrics MeanIoU update from labels": lambda: peer.update(labels, clean_target),
+        },
+        rounds=7 if not quick else 5,
+        device=device,
+    )
     step = times["forward pass (pvt_v2_b0)"] + times["segfpn update from logits (argmax + confusion matrix)"]
     return [{"what": k, "ms": 1e3 * v, "share_of_validation_step_%": 100 * v / step} for k, v in times.items()]

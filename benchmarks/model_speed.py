@@ -17,8 +17,11 @@ from torch import nn
 
 from benchmarks.common import interleaved
 
-SMP_NAMES = {"convnext_tiny": "tu-convnext_tiny", "pvt_v2_b0": "tu-pvt_v2_b0",
-             "swin_tiny_patch4_window7_224": "tu-swin_tiny_patch4_window7_224"}
+SMP_NAMES = {
+    "convnext_tiny": "tu-convnext_tiny",
+    "pvt_v2_b0": "tu-pvt_v2_b0",
+    "swin_tiny_patch4_window7_224": "tu-swin_tiny_patch4_window7_224",
+}
 
 
 @dataclass
@@ -90,15 +93,26 @@ def measure(cfg: Config) -> dict:
         peak = torch.cuda.max_memory_allocated() / 2**20
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss_start
-    return {**asdict(cfg), "forward_s": times["forward"], "train_s": times["train"], "gflops": gflops,
-            "params_M": sum(p.numel() for p in model.parameters()) / 1e6, "peak_mem_MB": peak,
-            "train_s_per_gflop": times["train"] / gflops, "forward_gflops_per_s": gflops / times["forward"],
-            "train_gflops_per_s": 3 * gflops / times["train"]}
+    return {
+        **asdict(cfg),
+        "forward_s": times["forward"],
+        "train_s": times["train"],
+        "gflops": gflops,
+        "params_M": sum(p.numel() for p in model.parameters()) / 1e6,
+        "peak_mem_MB": peak,
+        "train_s_per_gflop": times["train"] / gflops,
+        "forward_gflops_per_s": gflops / times["forward"],
+        "train_gflops_per_s": 3 * gflops / times["train"],
+    }
 
 
 def measure_in_subprocess(cfg: Config) -> dict:
-    out = subprocess.run([sys.executable, "-m", "benchmarks.model_speed", json.dumps(asdict(cfg))],
-                         capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.model_speed", json.dumps(asdict(cfg))],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if out.returncode != 0:
         raise RuntimeError(f"benchmark {cfg} failed:\n{out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -132,12 +146,18 @@ def ratios(rows: list[dict]) -> list[dict]:
         peer = by_key.get(("smp", backbone, size, variant))
         if framework != "segfpn" or peer is None:
             continue
-        out.append({"backbone": backbone, "size": size, "variant": variant,
-                    "gflops_segfpn/smp": ours["gflops"] / peer["gflops"],
-                    "train_time_segfpn/smp": ours["train_s"] / peer["train_s"],
-                    "train_time_per_gflop_segfpn/smp": ours["train_s_per_gflop"] / peer["train_s_per_gflop"],
-                    "forward_time_segfpn/smp": ours["forward_s"] / peer["forward_s"],
-                    "peak_mem_segfpn/smp": ours["peak_mem_MB"] / max(peer["peak_mem_MB"], 1e-9)})
+        out.append(
+            {
+                "backbone": backbone,
+                "size": size,
+                "variant": variant,
+                "gflops_segfpn/smp": ours["gflops"] / peer["gflops"],
+                "train_time_segfpn/smp": ours["train_s"] / peer["train_s"],
+                "train_time_per_gflop_segfpn/smp": ours["train_s_per_gflop"] / peer["train_s_per_gflop"],
+                "forward_time_segfpn/smp": ours["forward_s"] / peer["forward_s"],
+                "peak_mem_segfpn/smp": ours["peak_mem_MB"] / max(peer["peak_mem_MB"], 1e-9),
+            }
+        )
     return out
 
 

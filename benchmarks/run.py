@@ -30,16 +30,19 @@ SECTIONS = {
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--only", nargs="+", choices=sorted(SECTIONS))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    report = [f"# segfpn benchmarks\n\n{machine_name()}; {'quick' if args.quick else 'full'} run, "
-              f"{time.strftime('%Y-%m-%d %H:%M')}\n"]
+    report = [
+        f"# segfpn benchmarks\n\n{machine_name()}; {'quick' if args.quick else 'full'} run, "
+        f"{time.strftime('%Y-%m-%d %H:%M')}\n"
+    ]
     for name in args.only or list(SECTIONS):
         print(f"== {name}", flush=True)
         module = importlib.import_module(SECTIONS[name])

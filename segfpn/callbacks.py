@@ -73,8 +73,15 @@ class BestAndLastCheckpoint(ModelCheckpoint):
         save_on_train_epoch_end: bool | None = None,
     ) -> None:
         super().__init__(
-            dirpath=dirpath, filename=filename, monitor=monitor, mode=mode, save_last=save_last, save_top_k=save_top_k,
-            every_n_train_steps=every_n_train_steps, every_n_epochs=every_n_epochs, auto_insert_metric_name=False,
+            dirpath=dirpath,
+            filename=filename,
+            monitor=monitor,
+            mode=mode,
+            save_last=save_last,
+            save_top_k=save_top_k,
+            every_n_train_steps=every_n_train_steps,
+            every_n_epochs=every_n_epochs,
+            auto_insert_metric_name=False,
             save_on_train_epoch_end=save_on_train_epoch_end,
         )
         best = Path(dirpath or "") / "best.ckpt"
@@ -100,16 +107,28 @@ class PredictionWriter(BasePredictionWriter):
         self.output_dir = Path(output_dir or "predictions")
         self.overlays = overlays
 
-    def write_on_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, prediction: dict, batch_indices: Any,
-                           batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+    def write_on_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        prediction: dict,
+        batch_indices: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
         images, _ = batch
         (self.output_dir / "labels").mkdir(parents=True, exist_ok=True)
         for image, labels, path in zip(images, prediction["labels"].cpu().numpy(), prediction["paths"]):
             stem = Path(path).stem
-            Image.fromarray((labels.astype(np.uint16) + 1).astype(np.uint8)).save(self.output_dir / "labels" / f"{stem}.png")
+            Image.fromarray((labels.astype(np.uint16) + 1).astype(np.uint8)).save(
+                self.output_dir / "labels" / f"{stem}.png"
+            )
             if self.overlays:
                 (self.output_dir / "overlays").mkdir(parents=True, exist_ok=True)
-                Image.fromarray(overlay(denormalize(image), colorize(labels))).save(self.output_dir / "overlays" / f"{stem}.jpg")
+                Image.fromarray(overlay(denormalize(image), colorize(labels))).save(
+                    self.output_dir / "overlays" / f"{stem}.jpg"
+                )
 
 
 class WandbMedia(L.Callback):
@@ -126,8 +145,15 @@ class WandbMedia(L.Callback):
 
         return next((lg for lg in trainer.loggers if isinstance(lg, WandbLogger)), None)
 
-    def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                                batch_idx: int, dataloader_idx: int = 0) -> None:
+    def on_validation_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero or len(self._samples) >= self.num_images:
             return
         if self._wandb_logger(trainer) is None:
@@ -147,18 +173,34 @@ class WandbMedia(L.Callback):
         scores = getattr(pl_module, "last_scores", {})
         if "IoU" in scores:
             names = _class_names(len(scores["IoU"]))
-            rows = [[c, names[c], float(scores["IoU"][c]), float(scores["Acc"][c])] for c in range(len(names))
-                    if not torch.isnan(scores["IoU"][c])]
-            logger.experiment.log({"val/per_class": wandb.Table(columns=["id", "class", "IoU", "Acc"], data=rows),
-                                   "trainer/global_step": trainer.global_step})
+            rows = [
+                [c, names[c], float(scores["IoU"][c]), float(scores["Acc"][c])]
+                for c in range(len(names))
+                if not torch.isnan(scores["IoU"][c])
+            ]
+            logger.experiment.log(
+                {
+                    "val/per_class": wandb.Table(columns=["id", "class", "IoU", "Acc"], data=rows),
+                    "trainer/global_step": trainer.global_step,
+                }
+            )
             from segfpn.utils.visualize import plot_confusion_matrix
 
             fig = plot_confusion_matrix(scores["confmat"].numpy(), names, top_k=30)
-            logger.experiment.log({"val/confusion_matrix": wandb.Image(fig), "trainer/global_step": trainer.global_step})
+            logger.experiment.log(
+                {"val/confusion_matrix": wandb.Image(fig), "trainer/global_step": trainer.global_step}
+            )
         labels = {i: n for i, n in enumerate(_class_names(pl_module.hparams.get("num_classes", 150)))}
-        images = [wandb.Image(img, masks={"prediction": {"mask_data": pred, "class_labels": labels},
-                                          "ground_truth": {"mask_data": np.where(gt == 255, 0, gt), "class_labels": labels}})
-                  for img, gt, pred in self._samples]
+        images = [
+            wandb.Image(
+                img,
+                masks={
+                    "prediction": {"mask_data": pred, "class_labels": labels},
+                    "ground_truth": {"mask_data": np.where(gt == 255, 0, gt), "class_labels": labels},
+                },
+            )
+            for img, gt, pred in self._samples
+        ]
         if images:
             logger.experiment.log({"val/predictions": images, "trainer/global_step": trainer.global_step})
         self._samples = []
@@ -166,4 +208,3 @@ class WandbMedia(L.Callback):
 
 def _class_names(n: int) -> list[str]:
     return list(ADE20K_CLASSES) if n == len(ADE20K_CLASSES) else [f"class_{i}" for i in range(n)]
-

@@ -35,8 +35,12 @@ class TimestampedSaveConfig(SaveConfigCallback):
     def save_config(self, trainer: Any, pl_module: Any, stage: str) -> None:
         folder = Path(trainer.default_root_dir) / "configs"
         folder.mkdir(parents=True, exist_ok=True)
-        self.parser.save(self.config, folder / f"{getattr(stage, 'value', stage)}-{time.strftime('%Y%m%d-%H%M%S')}.yaml",
-                         skip_none=False, overwrite=True)
+        self.parser.save(
+            self.config,
+            folder / f"{getattr(stage, 'value', stage)}-{time.strftime('%Y%m%d-%H%M%S')}.yaml",
+            skip_none=False,
+            overwrite=True,
+        )
         if trainer.logger is not None:
             trainer.logger.log_hyperparams({"cli_config": self.parser.dump(self.config, skip_none=False)})
 
@@ -101,12 +105,16 @@ def run_cli(args: list[str] | None = None) -> SegFPNCLI:
             save_config_callback=TimestampedSaveConfig,
             save_config_kwargs={"overwrite": True},
             trainer_defaults={
-                "logger": {"class_path": "lightning.pytorch.loggers.WandbLogger",
-                           "init_args": {"project": "segfpn", "save_dir": "runs/default"}},
+                "logger": {
+                    "class_path": "lightning.pytorch.loggers.WandbLogger",
+                    "init_args": {"project": "segfpn", "save_dir": "runs/default"},
+                },
                 "default_root_dir": "runs/default",
             },
-            parser_kwargs={"description": "segfpn: Semantic FPN training and evaluation (LightningCLI). Other commands: "
-                           + ", ".join(TOOLS)},
+            parser_kwargs={
+                "description": "segfpn: Semantic FPN training and evaluation (LightningCLI). Other commands: "
+                + ", ".join(TOOLS)
+            },
         )
     finally:
         _finish_wandb_run()

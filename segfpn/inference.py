@@ -45,8 +45,9 @@ def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return model(x)["p0"]
 
 
-def slide_logits(model: nn.Module, x: torch.Tensor, crop: tuple[int, int], stride: tuple[int, int],
-                 num_classes: int) -> torch.Tensor:
+def slide_logits(
+    model: nn.Module, x: torch.Tensor, crop: tuple[int, int], stride: tuple[int, int], num_classes: int
+) -> torch.Tensor:
     """Average the logits of overlapping ``crop`` windows placed every ``stride`` pixels."""
     b, _, h, w = x.shape
     ch, cw = crop
@@ -65,8 +66,9 @@ def slide_logits(model: nn.Module, x: torch.Tensor, crop: tuple[int, int], strid
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, images: torch.Tensor, config: InferenceConfig | None = None,
-                   num_classes: int | None = None) -> torch.Tensor:
+def predict_logits(
+    model: nn.Module, images: torch.Tensor, config: InferenceConfig | None = None, num_classes: int | None = None
+) -> torch.Tensor:
     """Logits ``[B, C, H, W]`` at the images' own size, following ``config``."""
     config = config or InferenceConfig()
     h, w = images.shape[-2:]
@@ -75,7 +77,7 @@ def predict_logits(model: nn.Module, images: torch.Tensor, config: InferenceConf
     for scale in config.scales:
         size = (max(int(base[0] * scale + 0.5), 1), max(int(base[1] * scale + 0.5), 1))
         x = images if size == (h, w) else F.interpolate(images, size=size, mode="bilinear", align_corners=False)
-        for flip in ([False, True] if config.flip else [False]):
+        for flip in [False, True] if config.flip else [False]:
             xi = x.flip(-1) if flip else x
             if config.mode == "slide":
                 logits = slide_logits(model, xi, config.crop_size, config.stride, num_classes or model.num_classes)

@@ -20,10 +20,16 @@ def _resize_to(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 class CrossEntropyLoss(nn.Module):
     """Pixel cross-entropy with ignore index and optional per-class weights (mean over labelled pixels)."""
 
-    def __init__(self, class_weight: Sequence[float] | torch.Tensor | None = None, ignore_index: int = IGNORE_INDEX,
-                 label_smoothing: float = 0.0) -> None:
+    def __init__(
+        self,
+        class_weight: Sequence[float] | torch.Tensor | None = None,
+        ignore_index: int = IGNORE_INDEX,
+        label_smoothing: float = 0.0,
+    ) -> None:
         super().__init__()
-        self.register_buffer("class_weight", None if class_weight is None else torch.as_tensor(class_weight, dtype=torch.float))
+        self.register_buffer(
+            "class_weight", None if class_weight is None else torch.as_tensor(class_weight, dtype=torch.float)
+        )
         self.ignore_index = ignore_index
         self.label_smoothing = label_smoothing
 
@@ -31,8 +37,13 @@ class CrossEntropyLoss(nn.Module):
         logits = _resize_to(logits, target)
         if not (target != self.ignore_index).any():
             return logits.sum() * 0.0
-        return F.cross_entropy(logits, target, weight=self.class_weight, ignore_index=self.ignore_index,
-                               label_smoothing=self.label_smoothing)
+        return F.cross_entropy(
+            logits,
+            target,
+            weight=self.class_weight,
+            ignore_index=self.ignore_index,
+            label_smoothing=self.label_smoothing,
+        )
 
 
 class OHEMCrossEntropyLoss(nn.Module):
@@ -147,7 +158,9 @@ def parse_loss_spec(spec: str | Mapping[str, float]) -> dict[str, float]:
             terms[name] = float(weight) if weight else 1.0
     unknown = sorted(set(terms) - set(LOSSES))
     if unknown or not terms:
-        raise ValueError(f"unknown loss {unknown or spec!r} in loss={spec!r}; expected a combination of {sorted(LOSSES)}")
+        raise ValueError(
+            f"unknown loss {unknown or spec!r} in loss={spec!r}; expected a combination of {sorted(LOSSES)}"
+        )
     bad = {k: w for k, w in terms.items() if w < 0}
     if bad:
         raise ValueError(f"loss weights must be non-negative, got {bad}")
@@ -157,12 +170,21 @@ def parse_loss_spec(spec: str | Mapping[str, float]) -> dict[str, float]:
 class CombinedLoss(nn.Module):
     """Weighted sum of named losses; ``class_weight`` reaches the losses that take it (ce)."""
 
-    def __init__(self, spec: str | Mapping[str, float] = "ce", class_weight: torch.Tensor | None = None,
-                 ohem_thresh: float = 0.7, ohem_min_kept: int = 100_000, focal_gamma: float = 2.0) -> None:
+    def __init__(
+        self,
+        spec: str | Mapping[str, float] = "ce",
+        class_weight: torch.Tensor | None = None,
+        ohem_thresh: float = 0.7,
+        ohem_min_kept: int = 100_000,
+        focal_gamma: float = 2.0,
+    ) -> None:
         super().__init__()
         self.weights = parse_loss_spec(spec)
-        options = {"ce": {"class_weight": class_weight}, "ohem": {"thresh": ohem_thresh, "min_kept": ohem_min_kept},
-                   "focal": {"gamma": focal_gamma}}
+        options = {
+            "ce": {"class_weight": class_weight},
+            "ohem": {"thresh": ohem_thresh, "min_kept": ohem_min_kept},
+            "focal": {"gamma": focal_gamma},
+        }
         self.terms = nn.ModuleDict({name: LOSSES[name](**options.get(name, {})) for name in self.weights})
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -32,8 +32,9 @@ def to_labels(logits_or_labels: torch.Tensor, size: torch.Size | None = None) ->
     raise ValueError(f"expected logits [B, C, H, W] or labels [B, H, W], got shape {list(logits_or_labels.shape)}")
 
 
-def confusion_matrix(preds: torch.Tensor, target: torch.Tensor, num_classes: int,
-                     ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+def confusion_matrix(
+    preds: torch.Tensor, target: torch.Tensor, num_classes: int, ignore_index: int = IGNORE_INDEX
+) -> torch.Tensor:
     """``[C, C]`` counts, rows = ground truth, columns = prediction; ignored pixels left out."""
     if preds.shape != target.shape:
         raise ValueError(f"prediction shape {list(preds.shape)} differs from target shape {list(target.shape)}")
@@ -87,6 +88,7 @@ class SegmentationMetrics(Metric):
 
 def write_scores(scores: dict[str, torch.Tensor], path: Path, hparams: Mapping[str, Any] | None = None) -> Path:
     """Save scores (aAcc, mIoU, mAcc, per-class IoU/Acc, confusion matrix) and the run's hparams as JSON."""
+
     def plain(v: Any) -> Any:
         if isinstance(v, torch.Tensor):
             v = v.tolist()
@@ -98,14 +100,20 @@ def write_scores(scores: dict[str, torch.Tensor], path: Path, hparams: Mapping[s
 
     record = {k: plain(v) for k, v in scores.items()}
     if hparams is not None:
-        record["hparams"] = {k: v for k, v in dict(hparams).items() if isinstance(v, (int, float, str, bool, type(None), list))}
+        record["hparams"] = {
+            k: v for k, v in dict(hparams).items() if isinstance(v, (int, float, str, bool, type(None), list))
+        }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record))
     return path
 
 
-def calculate_metrics(logits_or_labels: torch.Tensor, masks: torch.Tensor, num_classes: int | None = None,
-                      ignore_index: int = IGNORE_INDEX) -> dict[str, float]:
+def calculate_metrics(
+    logits_or_labels: torch.Tensor,
+    masks: torch.Tensor,
+    num_classes: int | None = None,
+    ignore_index: int = IGNORE_INDEX,
+) -> dict[str, float]:
     """Metrics of one batch, same definitions as the dataset-level ones: ``iou`` (mIoU), ``pixel_acc``
     (aAcc), ``mean_acc`` (mAcc). ``num_classes`` defaults to the logits' channel count (150 for labels)."""
     if num_classes is None:
@@ -119,7 +127,7 @@ def _inner_boundary(masks: torch.Tensor, width: int) -> torch.Tensor:
     """Pixels of each binary mask ``[K, H, W]`` within ``width`` pixels of its contour."""
     m = masks.float().unsqueeze(1)
     eroded = -F.max_pool2d(-F.pad(m, (width,) * 4, value=1.0), 2 * width + 1, stride=1)
-    return (masks & (eroded.squeeze(1) < 0.5))
+    return masks & (eroded.squeeze(1) < 0.5)
 
 
 class BoundaryIoU(Metric):
@@ -130,7 +138,9 @@ class BoundaryIoU(Metric):
     is_differentiable = False
     higher_is_better = True
 
-    def __init__(self, num_classes: int, dilation_ratio: float = 0.02, ignore_index: int = IGNORE_INDEX, **kwargs) -> None:
+    def __init__(
+        self, num_classes: int, dilation_ratio: float = 0.02, ignore_index: int = IGNORE_INDEX, **kwargs
+    ) -> None:
         super().__init__(**kwargs)
         self.num_classes = num_classes
         self.dilation_ratio = dilation_ratio
@@ -152,4 +162,6 @@ class BoundaryIoU(Metric):
 
     def compute(self) -> torch.Tensor:
         present = self.union > 0
-        return (self.intersection[present] / self.union[present]).mean() if present.any() else torch.tensor(float("nan"))
+        return (
+            (self.intersection[present] / self.union[present]).mean() if present.any() else torch.tensor(float("nan"))
+        )

@@ -83,8 +83,12 @@ class SegmentationModule(L.LightningModule):
     ) -> None:
         super().__init__()
         _check_positive(lr=lr, poly_power=poly_power)
-        _check_non_negative(weight_decay=weight_decay, aux_loss_weight=aux_loss_weight, warmup_iters=warmup_iters,
-                            backbone_lr_mult=backbone_lr_mult)
+        _check_non_negative(
+            weight_decay=weight_decay,
+            aux_loss_weight=aux_loss_weight,
+            warmup_iters=warmup_iters,
+            backbone_lr_mult=backbone_lr_mult,
+        )
         if optimizer not in ("adamw", "sgd"):
             raise ValueError(f"model.optimizer must be 'adamw' or 'sgd', got {optimizer!r}")
         if schedule not in ("poly", "cosine", "constant"):
@@ -147,8 +151,13 @@ class SegmentationModule(L.LightningModule):
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         self.log("train/lr", self.trainer.optimizers[0].param_groups[-1]["lr"], batch_size=1)
 
-    def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], metrics: SegmentationMetrics,
-                  boundary: BoundaryIoU | None, prefix: str) -> torch.Tensor:
+    def _evaluate(
+        self,
+        batch: tuple[torch.Tensor, torch.Tensor],
+        metrics: SegmentationMetrics,
+        boundary: BoundaryIoU | None,
+        prefix: str,
+    ) -> torch.Tensor:
         images, masks = batch
         logits = predict_logits(self, images, self.inference, self.hparams.num_classes)
         loss = self.criterion(logits, masks)["loss"]
@@ -200,11 +209,16 @@ class SegmentationModule(L.LightningModule):
     # -- optimisation -----------------------------------------------------------------------------
     def configure_optimizers(self) -> dict:
         hp = self.hparams
-        optimizer = build_optimizer(param_groups(self.model, hp.weight_decay, hp.backbone_lr_mult), hp.optimizer,
-                                    hp.lr, hp.momentum)
+        optimizer = build_optimizer(
+            param_groups(self.model, hp.weight_decay, hp.backbone_lr_mult), hp.optimizer, hp.lr, hp.momentum
+        )
         max_iters = hp.max_iters or int(self.trainer.estimated_stepping_batches)
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(
-            step, max_iters, hp.schedule, hp.warmup_iters, hp.warmup_ratio, hp.poly_power, hp.min_lr_ratio))
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer,
+            lambda step: lr_factor(
+                step, max_iters, hp.schedule, hp.warmup_iters, hp.warmup_ratio, hp.poly_power, hp.min_lr_ratio
+            ),
+        )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
 

@@ -20,15 +20,25 @@ def param_groups(model: nn.Module, weight_decay: float, backbone_lr_mult: float 
         no_decay = p.ndim <= 1 or any(k in name for k in NO_DECAY_NAMES)
         groups.setdefault((name.startswith("backbone."), no_decay), []).append(p)
     return [
-        {"params": params, "weight_decay": 0.0 if no_decay else weight_decay,
-         "lr_mult": backbone_lr_mult if in_backbone else 1.0, "name": f"{'backbone' if in_backbone else 'decoder'}"
-         f"{'_no_decay' if no_decay else ''}"}
+        {
+            "params": params,
+            "weight_decay": 0.0 if no_decay else weight_decay,
+            "lr_mult": backbone_lr_mult if in_backbone else 1.0,
+            "name": f"{'backbone' if in_backbone else 'decoder'}{'_no_decay' if no_decay else ''}",
+        }
         for (in_backbone, no_decay), params in sorted(groups.items())
     ]
 
 
-def lr_factor(step: int, max_steps: int, schedule: Literal["poly", "cosine", "constant"], warmup_steps: int = 0,
-              warmup_ratio: float = 1e-6, power: float = 0.9, min_lr_ratio: float = 0.0) -> float:
+def lr_factor(
+    step: int,
+    max_steps: int,
+    schedule: Literal["poly", "cosine", "constant"],
+    warmup_steps: int = 0,
+    warmup_ratio: float = 1e-6,
+    power: float = 0.9,
+    min_lr_ratio: float = 0.0,
+) -> float:
     """Multiplier of the base learning rate at ``step`` (linear warm-up, then poly/cosine decay)."""
     progress = min(step / max(max_steps, 1), 1.0)
     if schedule == "poly":
@@ -44,8 +54,13 @@ def lr_factor(step: int, max_steps: int, schedule: Literal["poly", "cosine", "co
     return factor
 
 
-def build_optimizer(groups: list[dict], name: Literal["adamw", "sgd"], lr: float, momentum: float = 0.9,
-                    betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Optimizer:
+def build_optimizer(
+    groups: list[dict],
+    name: Literal["adamw", "sgd"],
+    lr: float,
+    momentum: float = 0.9,
+    betas: tuple[float, float] = (0.9, 0.999),
+) -> torch.optim.Optimizer:
     """AdamW or SGD over ``groups``, each group's lr scaled by its ``lr_mult``."""
     for g in groups:
         g["lr"] = lr * g["lr_mult"]

@@ -30,8 +30,13 @@ def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small generated dataset in the ADEChallengeData2016 layout (16 train, 5 val images)."""
     from segfpn.datasets.synthetic import generate_dataset
 
-    return generate_dataset(tmp_path_factory.mktemp("data") / "ADEChallengeData2016", num_train=16, num_val=5,
-                            size_range=(96, 160), progress=False)
+    return generate_dataset(
+        tmp_path_factory.mktemp("data") / "ADEChallengeData2016",
+        num_train=16,
+        num_val=5,
+        size_range=(96, 160),
+        progress=False,
+    )
 
 
 @pytest.fixture(autouse=True)

@@ -35,9 +35,9 @@ def test_experiment_runs_variants_and_writes_report(tmp_path: Path, synthetic_ro
         "name: tiny\nbase: " + str(REPO / "configs" / "demo.yaml") + "\n"
         "variants:\n  baseline: {}\n  no_lateral: {model.lateral_connections: false}\n"
     )
-    extra = [a for a in tiny_args(tmp_path, synthetic_root, max_steps=4)
-             if "default_root_dir" not in a and "logger" not in a] + ["--trainer.logger=false",
-                                                                       "--data.embedded=false", "--cost-size", "64", "64"]
+    extra = [
+        a for a in tiny_args(tmp_path, synthetic_root, max_steps=4) if "default_root_dir" not in a and "logger" not in a
+    ] + ["--trainer.logger=false", "--data.embedded=false", "--cost-size", "64", "64"]
     main(["experiment", str(spec), "--out", str(tmp_path / "out"), *extra])
     folder = tmp_path / "out" / "tiny"
     report = (folder / "report.md").read_text()
@@ -49,7 +49,10 @@ def test_experiment_runs_variants_and_writes_report(tmp_path: Path, synthetic_ro
     assert len(rows) == 3
     final = json.loads((folder / "baseline" / "results" / "final.json").read_text())
     assert 0 <= final["mIoU"] <= 1 and final["hparams"]["lateral_connections"] is True
-    assert json.loads((folder / "no_lateral" / "results" / "final.json").read_text())["hparams"]["lateral_connections"] is False
+    assert (
+        json.loads((folder / "no_lateral" / "results" / "final.json").read_text())["hparams"]["lateral_connections"]
+        is False
+    )
     # a second call finds both variants done and only rewrites the report
     main(["experiment", str(spec), "--out", str(tmp_path / "out"), "--no-cost", *extra[:-3]])
 
@@ -81,7 +84,19 @@ def test_analyze_confusion_rows_sum_to_label_counts(tmp_path: Path, synthetic_ro
 
 def test_feature_maps_and_cost_commands(tmp_path: Path, synthetic_root: Path, capsys: pytest.CaptureFixture) -> None:
     image = sorted((synthetic_root / "images" / "validation").iterdir())[0]
-    main(["feature-maps", "--image", str(image), "--backbone", "pvt_v2_b0", "--attention", "cbam", "--out", str(tmp_path)])
+    main(
+        [
+            "feature-maps",
+            "--image",
+            str(image),
+            "--backbone",
+            "pvt_v2_b0",
+            "--attention",
+            "cbam",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     for name in ("backbone_features.png", "fpn_features.png", "attention_maps.png"):
         assert Image.open(tmp_path / name).size[0] > 500
     main(["cost", "--preset", "attention", "--size", "64", "64", "--csv", str(tmp_path / "cost.csv")])
@@ -96,5 +111,7 @@ def test_summary_command(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
     out = capsys.readouterr().out
     assert "pvt_v2_b0" in out and "(1, 32, 16, 16)" in out and "(1, 256, 2, 2)" in out
     header, row = (tmp_path / "s.csv").read_text().splitlines()
-    assert "gflops" in header and float(row.split(",")[header.split(",").index("M_total")]) == pytest.approx(7.545, abs=0.01)
+    assert "gflops" in header and float(row.split(",")[header.split(",").index("M_total")]) == pytest.approx(
+        7.545, abs=0.01
+    )
     torch.manual_seed(0)

@@ -62,8 +62,9 @@ def test_original_repository_key_names(tmp_path: Path, source: dict[str, torch.T
     _assert_same_backbone(source, model)
 
 
-def test_missing_and_unexpected_keys_are_reported(tmp_path: Path, source: dict[str, torch.Tensor],
-                                                  caplog: pytest.LogCaptureFixture) -> None:
+def test_missing_and_unexpected_keys_are_reported(
+    tmp_path: Path, source: dict[str, torch.Tensor], caplog: pytest.LogCaptureFixture
+) -> None:
     partial = {k: v for k, v in source.items() if not k.startswith("stages.3")}
     partial["extra.weight"] = torch.zeros(3)
     path = tmp_path / "partial.pth"

@@ -101,7 +101,8 @@ def _record_orders(monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:
 
 
 def test_resume_continues_from_the_saved_step_with_identical_optimizer_state(
-        tmp_path: Path, synthetic_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, synthetic_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # 16 training images, batch 4: 4 steps per epoch; stop after epoch 1, resume to the end of epoch 3
     run_cli(["fit", *tiny_args(tmp_path, synthetic_root, max_steps=4)])
     saved = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
@@ -109,8 +110,9 @@ def test_resume_continues_from_the_saved_step_with_identical_optimizer_state(
     import segfpn.cli as cli_module
 
     original = cli_module.SegFPNCLI.instantiate_trainer
-    monkeypatch.setattr(cli_module.SegFPNCLI, "instantiate_trainer",
-                        lambda self, **kw: original(self, callbacks=[recorder], **kw))
+    monkeypatch.setattr(
+        cli_module.SegFPNCLI, "instantiate_trainer", lambda self, **kw: original(self, callbacks=[recorder], **kw)
+    )
     resumed_orders = _record_orders(monkeypatch)
     resumed = run_cli(["fit", *tiny_args(tmp_path, synthetic_root, max_steps=12), "--ckpt_path=last"])
     assert saved["global_step"] == 4 and recorder.start_step == 4
@@ -127,34 +129,57 @@ def test_resume_continues_from_the_saved_step_with_identical_optimizer_state(
     assert fresh_orders[0] != fresh_orders[1]
 
 
-def test_wandb_offline_run_folder_holds_logged_keys(tmp_path: Path, synthetic_root: Path,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_wandb_offline_run_folder_holds_logged_keys(
+    tmp_path: Path, synthetic_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("WANDB_MODE", "offline")
-    args = tiny_args(tmp_path, synthetic_root, max_steps=4, logger="--trainer.logger=lightning.pytorch.loggers.WandbLogger")
-    run_cli(["fit", *args, f"--trainer.logger.init_args.save_dir={tmp_path}", "--trainer.logger.init_args.project=t",
-             "--grad_monitor.every_n_steps=1"])
+    args = tiny_args(
+        tmp_path, synthetic_root, max_steps=4, logger="--trainer.logger=lightning.pytorch.loggers.WandbLogger"
+    )
+    run_cli(
+        [
+            "fit",
+            *args,
+            f"--trainer.logger.init_args.save_dir={tmp_path}",
+            "--trainer.logger.init_args.project=t",
+            "--grad_monitor.every_n_steps=1",
+        ]
+    )
     runs = list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(runs) == 1
     data = runs[0].read_bytes()
-    for key in (b"train/loss", b"train/lr", b"val/mIoU", b"val/aAcc", b"val/per_class", b"val/predictions",
-                b"val/confusion_matrix", b"grad/model.backbone/norm", b"cli_config"):
+    for key in (
+        b"train/loss",
+        b"train/lr",
+        b"val/mIoU",
+        b"val/aAcc",
+        b"val/per_class",
+        b"val/predictions",
+        b"val/confusion_matrix",
+        b"grad/model.backbone/norm",
+        b"cli_config",
+    ):
         assert key in data, key
 
 
-@pytest.mark.parametrize("arg, message", [
-    ("--model.loss=ce+hinge", r"unknown loss \['hinge'\]"),
-    ("--model.lr=-0.1", "model.lr must be positive, got -0.1"),
-    ("--data.batch_size=0", "data.batch_size must be a positive integer, got 0"),
-    ("--model.backbone_name=resnet_doesnotexist", "is not a timm model"),
-])
+@pytest.mark.parametrize(
+    "arg, message",
+    [
+        ("--model.loss=ce+hinge", r"unknown loss \['hinge'\]"),
+        ("--model.lr=-0.1", "model.lr must be positive, got -0.1"),
+        ("--data.batch_size=0", "data.batch_size must be a positive integer, got 0"),
+        ("--model.backbone_name=resnet_doesnotexist", "is not a timm model"),
+    ],
+)
 def test_bad_config_values_fail_before_training(tmp_path: Path, synthetic_root: Path, arg: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         run_cli(["fit", *tiny_args(tmp_path, synthetic_root), arg])
     assert not (tmp_path / "checkpoints").exists()
 
 
-def test_invalid_choice_is_rejected_by_the_parser(tmp_path: Path, synthetic_root: Path,
-                                                  capsys: pytest.CaptureFixture) -> None:
+def test_invalid_choice_is_rejected_by_the_parser(
+    tmp_path: Path, synthetic_root: Path, capsys: pytest.CaptureFixture
+) -> None:
     with pytest.raises(SystemExit):
         run_cli(["fit", *tiny_args(tmp_path, synthetic_root), "--model.optimizer=adam"])
     assert "optimizer" in capsys.readouterr().err
@@ -179,24 +204,52 @@ def test_published_recipe_configs(name: str, capsys: pytest.CaptureFixture) -> N
 
     repo = Path(__file__).resolve().parents[1]
     with pytest.raises(SystemExit):
-        run_cli(["fit", "--config", str(repo / f"configs/{name}_fpn_ade20k.yaml"),
-                 "--config", str(repo / "configs/trainer/ddp.yaml"), "--print_config"])
+        run_cli(
+            [
+                "fit",
+                "--config",
+                str(repo / f"configs/{name}_fpn_ade20k.yaml"),
+                "--config",
+                str(repo / "configs/trainer/ddp.yaml"),
+                "--print_config",
+            ]
+        )
     config = yaml.safe_load(capsys.readouterr().out)
     assert config["model"]["backbone_name"].startswith(name)
-    assert (config["model"]["lr"], config["model"]["weight_decay"], config["model"]["optimizer"]) == (1e-4, 1e-4, "adamw")
+    assert (config["model"]["lr"], config["model"]["weight_decay"], config["model"]["optimizer"]) == (
+        1e-4,
+        1e-4,
+        "adamw",
+    )
     assert (config["model"]["schedule"], config["model"]["poly_power"]) == ("poly", 0.9)
     assert (config["trainer"]["max_steps"], config["trainer"]["val_check_interval"]) == (80000, 8000)
-    assert (config["data"]["batch_size"], config["data"]["crop_size"], config["data"]["cat_max_ratio"]) == (16, 512, 0.75)
+    assert (config["data"]["batch_size"], config["data"]["crop_size"], config["data"]["cat_max_ratio"]) == (
+        16,
+        512,
+        0.75,
+    )
     assert config["data"]["scale"] == [2048, 512] and config["data"]["ratio_range"] == [0.5, 2.0]
     assert config["trainer"]["strategy"] == "ddp" and config["trainer"]["sync_batchnorm"] is True
 
 
 def test_precision_accumulation_clipping_and_tensorboard(tmp_path: Path, synthetic_root: Path) -> None:
     """bf16 autocast is emulated on this CPU: a tiny run only checks the path works end to end."""
-    args = tiny_args(tmp_path, synthetic_root, max_steps=2, logger="--trainer.logger=lightning.pytorch.loggers.TensorBoardLogger")
-    cli = run_cli(["fit", *args, f"--trainer.logger.init_args.save_dir={tmp_path}", "--trainer.precision=bf16-mixed",
-                   "--trainer.accumulate_grad_batches=2", "--trainer.gradient_clip_val=1.0", "--model.channels_last=true",
-                   "--data.crop_size=32", "--trainer.limit_val_batches=1"])
+    args = tiny_args(
+        tmp_path, synthetic_root, max_steps=2, logger="--trainer.logger=lightning.pytorch.loggers.TensorBoardLogger"
+    )
+    cli = run_cli(
+        [
+            "fit",
+            *args,
+            f"--trainer.logger.init_args.save_dir={tmp_path}",
+            "--trainer.precision=bf16-mixed",
+            "--trainer.accumulate_grad_batches=2",
+            "--trainer.gradient_clip_val=1.0",
+            "--model.channels_last=true",
+            "--data.crop_size=32",
+            "--trainer.limit_val_batches=1",
+        ]
+    )
     assert cli.trainer.global_step == 2 and cli.trainer.precision == "bf16-mixed"
     assert list(tmp_path.rglob("events.out.tfevents.*"))
     assert cli.model.model.head.classifier.weight.is_contiguous(memory_format=torch.channels_last)

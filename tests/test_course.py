@@ -14,8 +14,10 @@ COURSE = REPO.parent / "shared" / "course"
 
 # The tutorial's slips, fixed the way a student would (see ../shared/DESIGN.md):
 SLIPS = [
-    ("torch.optim.AdamW(model.parameters(), **config)",
-     "torch.optim.AdamW(model.parameters(), lr=config['learning_rate'], weight_decay=config['weight_decay'])"),
+    (
+        "torch.optim.AdamW(model.parameters(), **config)",
+        "torch.optim.AdamW(model.parameters(), lr=config['learning_rate'], weight_decay=config['weight_decay'])",
+    ),
     ("nn.CrossEntropyLoss()", "nn.CrossEntropyLoss(ignore_index=255)"),
 ]
 
@@ -75,7 +77,9 @@ def test_tutorial_notebook_runs(tmp_path: Path, synthetic_root: Path) -> None:
     notebook = nbformat.read(REPO / "experiments" / "tutorial.ipynb", as_version=4)
     os.environ["SEGFPN_TUTORIAL_DATA"] = str(synthetic_root)
     try:
-        NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+        NotebookClient(
+            notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+        ).execute()
     finally:
         os.environ.pop("SEGFPN_TUTORIAL_DATA")
     outputs = "".join(o.get("text", "") for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", []))

@@ -47,8 +47,12 @@ def tiny_root(tmp_path: Path) -> Path:
         (root / "annotations" / split).mkdir(parents=True)
         for i in range(2):
             name = f"ADE_{split}_{i:08d}"
-            Image.fromarray(rng.integers(0, 255, (40, 60, 3), dtype=np.uint8)).save(root / "images" / split / f"{name}.jpg")
-            Image.fromarray(rng.integers(0, 151, (40, 60), dtype=np.uint8)).save(root / "annotations" / split / f"{name}.png")
+            Image.fromarray(rng.integers(0, 255, (40, 60, 3), dtype=np.uint8)).save(
+                root / "images" / split / f"{name}.jpg"
+            )
+            Image.fromarray(rng.integers(0, 151, (40, 60), dtype=np.uint8)).save(
+                root / "annotations" / split / f"{name}.png"
+            )
     return root
 
 

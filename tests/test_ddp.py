@@ -18,8 +18,9 @@ pytestmark = pytest.mark.slow
 
 def _segfpn(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "WANDB_MODE": "offline", "PYTHONWARNINGS": "ignore"}
-    result = subprocess.run([sys.executable, "-m", "segfpn", *args], cwd=cwd, env=env, capture_output=True,
-                            text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "segfpn", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
 
@@ -35,13 +36,31 @@ def test_ddp_validation_equals_single_process(tmp_path: Path, synthetic_root: Pa
     train_root = tmp_path / "train"
     run_cli(["fit", *tiny_args(train_root, synthetic_root, max_steps=4)])
     ckpt = train_root / "checkpoints" / "last.ckpt"
-    common = [a for a in tiny_args(tmp_path, synthetic_root) if "default_root_dir" not in a and "limit_val" not in a
-              and "save_dir" not in a]
+    common = [
+        a
+        for a in tiny_args(tmp_path, synthetic_root)
+        if "default_root_dir" not in a and "limit_val" not in a and "save_dir" not in a
+    ]
     single, double = tmp_path / "single", tmp_path / "ddp"
-    _segfpn("validate", *common, f"--trainer.default_root_dir={single}", f"--trainer.logger.init_args.save_dir={single}",
-            f"--ckpt_path={ckpt}", cwd=tmp_path)
-    _segfpn("validate", *common, f"--trainer.default_root_dir={double}", f"--trainer.logger.init_args.save_dir={double}",
-            "--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp", f"--ckpt_path={ckpt}", cwd=tmp_path)
+    _segfpn(
+        "validate",
+        *common,
+        f"--trainer.default_root_dir={single}",
+        f"--trainer.logger.init_args.save_dir={single}",
+        f"--ckpt_path={ckpt}",
+        cwd=tmp_path,
+    )
+    _segfpn(
+        "validate",
+        *common,
+        f"--trainer.default_root_dir={double}",
+        f"--trainer.logger.init_args.save_dir={double}",
+        "--trainer.accelerator=cpu",
+        "--trainer.devices=2",
+        "--trainer.strategy=ddp",
+        f"--ckpt_path={ckpt}",
+        cwd=tmp_path,
+    )
     a, b = _scores(single), _scores(double)
     assert a["confmat"] == b["confmat"], "every pixel must be counted exactly once under DDP"
     for key in ("mIoU", "aAcc", "mAcc"):

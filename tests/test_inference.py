@@ -27,7 +27,9 @@ class PixelModel(nn.Module):
 def test_slide_equals_whole_for_a_pixelwise_model() -> None:
     model, x = PixelModel(), torch.randn(1, 3, 50, 70)
     whole = predict_logits(model, x, InferenceConfig(test_scale=None))
-    slide = predict_logits(model, x, InferenceConfig(mode="slide", test_scale=None, crop_size=(32, 32), stride=(20, 20)))
+    slide = predict_logits(
+        model, x, InferenceConfig(mode="slide", test_scale=None, crop_size=(32, 32), stride=(20, 20))
+    )
     torch.testing.assert_close(slide, whole)
     counts = slide_logits(lambda t: {"p0": torch.ones(1, 1, *t.shape[-2:])}, x, (32, 32), (20, 20), 1)
     torch.testing.assert_close(counts, torch.ones_like(counts))  # every pixel covered, averaged

@@ -51,7 +51,9 @@ def test_gradients_reach_every_trainable_parameter(backbone: str) -> None:
     out = model(torch.randn(2, 3, 64, 64))
     assert set(out) == {"p0", "p1", "p2", "p3", "p4"}
     sum(o.logsumexp(1).mean() + o[:, 0].mean() for o in out.values()).backward()
-    missing = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)]
+    missing = [
+        n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)
+    ]
     assert not missing, f"parameters without gradient: {missing[:10]}"
 
 
@@ -135,8 +137,11 @@ def test_unknown_backbone_lists_valid_names() -> None:
 
 @pytest.mark.parametrize(
     "bad, match",
-    [(torch.randn(3, 64, 64), r"\[B, 3, H, W\].*unsqueeze"), (torch.randn(1, 4, 64, 64), r"\[1, 4, 64, 64\]"),
-     (torch.zeros(1, 3, 64, 64, dtype=torch.uint8), "floating-point")],
+    [
+        (torch.randn(3, 64, 64), r"\[B, 3, H, W\].*unsqueeze"),
+        (torch.randn(1, 4, 64, 64), r"\[1, 4, 64, 64\]"),
+        (torch.zeros(1, 3, 64, 64, dtype=torch.uint8), "floating-point"),
+    ],
 )
 def test_bad_input_tensor_errors(bad: torch.Tensor, match: str) -> None:
     model = SegmentationModel(num_classes=3, backbone_name="pvt_v2_b0")

@@ -27,8 +27,12 @@ def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     state = tmp_path_factory.mktemp("slurm")
     script = REPO / "tests" / "slurm" / "local_slurm.sh"
     subprocess.run(["bash", str(script), "start", str(state)], check=True, timeout=600)
-    env = {**os.environ, "SLURM_CONF": str(state / "slurm.conf"), "WANDB_MODE": "offline",
-           "PATH": f"{Path(os.sys.executable).parent}:{os.environ['PATH']}"}
+    env = {
+        **os.environ,
+        "SLURM_CONF": str(state / "slurm.conf"),
+        "WANDB_MODE": "offline",
+        "PATH": f"{Path(os.sys.executable).parent}:{os.environ['PATH']}",
+    }
     yield env
     subprocess.run(["bash", str(script), "stop", str(state)], check=False, timeout=60)
 
@@ -36,12 +40,24 @@ def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
 def _config(tmp: Path, data: Path, max_steps: int) -> Path:
     config = {
         "seed_everything": 0,
-        "trainer": {"accelerator": "cpu", "max_steps": max_steps, "default_root_dir": str(tmp / "run"),
-                    "enable_progress_bar": False, "log_every_n_steps": 1,
-                    "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger",
-                               "init_args": {"save_dir": str(tmp / "run")}}},
-        "model": {"backbone_name": "pvt_v2_b0", "fpn_channels": 32, "head_channels": 32, "lr": 0.001,
-                  "inference": {"test_scale": None}},
+        "trainer": {
+            "accelerator": "cpu",
+            "max_steps": max_steps,
+            "default_root_dir": str(tmp / "run"),
+            "enable_progress_bar": False,
+            "log_every_n_steps": 1,
+            "logger": {
+                "class_path": "lightning.pytorch.loggers.CSVLogger",
+                "init_args": {"save_dir": str(tmp / "run")},
+            },
+        },
+        "model": {
+            "backbone_name": "pvt_v2_b0",
+            "fpn_channels": 32,
+            "head_channels": 32,
+            "lr": 0.001,
+            "inference": {"test_scale": None},
+        },
         "data": {"data_root": str(data), "batch_size": 4, "num_workers": 0, "crop_size": 64, "scale": [128, 64]},
     }
     path = tmp / "job.yaml"
@@ -51,9 +67,21 @@ def _config(tmp: Path, data: Path, max_steps: int) -> Path:
 
 def _submit(env: dict[str, str], tmp: Path, config: Path) -> str:
     out = subprocess.run(
-        ["sbatch", "--parsable", "--ntasks-per-node=2", "--cpus-per-task=1", f"--output={tmp}/job-%j.out",
-         str(REPO / "experiments" / "slurm" / "single_node.sbatch"), str(config)],
-        cwd=REPO, env=env, check=True, capture_output=True, text=True)
+        [
+            "sbatch",
+            "--parsable",
+            "--ntasks-per-node=2",
+            "--cpus-per-task=1",
+            f"--output={tmp}/job-%j.out",
+            str(REPO / "experiments" / "slurm" / "single_node.sbatch"),
+            str(config),
+        ],
+        cwd=REPO,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return out.stdout.strip().split(";")[0]
 
 

@@ -38,23 +38,44 @@ def test_sweep_configs_are_well_formed(path: Path) -> None:
 
 def test_none_becomes_null() -> None:
     assert normalize_sweep_args(["--model.attention=None", "--model.loss=ce", "--x=Nonesuch"]) == [
-        "--model.attention=null", "--model.loss=ce", "--x=Nonesuch"]
+        "--model.attention=null",
+        "--model.loss=ce",
+        "--x=Nonesuch",
+    ]
 
 
 @pytest.mark.slow
 def test_agent_command_reaches_the_model(tmp_path: Path, synthetic_root: Path) -> None:
     sweep = yaml.safe_load((REPO / "configs" / "sweeps" / "fpn_ablation.yaml").read_text())
-    params = {"model.lateral_connections": False, "model.upsample_mode": "bilinear", "model.fpn_channels": 64,
-              "model.attention": None, "model.lr": 0.0003, "data.scale": [128, 64], "trainer.fast_dev_run": False}
+    params = {
+        "model.lateral_connections": False,
+        "model.upsample_mode": "bilinear",
+        "model.fpn_channels": 64,
+        "model.attention": None,
+        "model.lr": 0.0003,
+        "data.scale": [128, 64],
+        "trainer.fast_dev_run": False,
+    }
     command = agent_command(sweep, params)
     assert "--model.attention=None" in command and "--data.scale=[128, 64]" in command
-    overrides = ["--model.pretrained=false", f"--data.data_root={synthetic_root}", "--data.batch_size=4",
-                 "--data.num_workers=0", "--data.crop_size=64", "--trainer.max_steps=2",
-                 "--trainer.val_check_interval=2", "--trainer.limit_val_batches=1", "--model.inference.test_scale=null",
-                 f"--trainer.default_root_dir={tmp_path}", f"--trainer.logger.init_args.save_dir={tmp_path}",
-                 "--trainer.enable_progress_bar=false",
-                 # under DDP every rank parses the same arguments; only rank 0 opens a W&B run
-                 "--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp"]
+    overrides = [
+        "--model.pretrained=false",
+        f"--data.data_root={synthetic_root}",
+        "--data.batch_size=4",
+        "--data.num_workers=0",
+        "--data.crop_size=64",
+        "--trainer.max_steps=2",
+        "--trainer.val_check_interval=2",
+        "--trainer.limit_val_batches=1",
+        "--model.inference.test_scale=null",
+        f"--trainer.default_root_dir={tmp_path}",
+        f"--trainer.logger.init_args.save_dir={tmp_path}",
+        "--trainer.enable_progress_bar=false",
+        # under DDP every rank parses the same arguments; only rank 0 opens a W&B run
+        "--trainer.accelerator=cpu",
+        "--trainer.devices=2",
+        "--trainer.strategy=ddp",
+    ]
     env = {**os.environ, "WANDB_MODE": "offline", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     result = subprocess.run(command + overrides, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]

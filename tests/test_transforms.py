@@ -21,7 +21,9 @@ def fully_labelled_root(samples_root: Path, tmp_path: Path) -> Path:
     for img in (samples_root / "images" / "validation").iterdir():
         (root / "images" / "validation" / img.name).write_bytes(img.read_bytes())
         ann = np.asarray(Image.open(samples_root / "annotations" / "validation" / f"{img.stem}.png"))
-        Image.fromarray(np.where(ann == 0, 1, ann).astype(np.uint8)).save(root / "annotations" / "validation" / f"{img.stem}.png")
+        Image.fromarray(np.where(ann == 0, 1, ann).astype(np.uint8)).save(
+            root / "annotations" / "validation" / f"{img.stem}.png"
+        )
     return root
 
 

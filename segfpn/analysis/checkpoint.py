@@ -11,8 +11,9 @@ from segfpn.datasets.datamodule import ADE20KDataModule
 from segfpn.module import SegmentationModule
 
 
-def load_trained(ckpt: str | Path, data_root: str | None = None, device: str = "cpu"
-                 ) -> tuple[SegmentationModule, ADE20KDataModule]:
+def load_trained(
+    ckpt: str | Path, data_root: str | None = None, device: str = "cpu"
+) -> tuple[SegmentationModule, ADE20KDataModule]:
     """The module (eval mode, on ``device``) and a DataModule with the checkpoint's data settings."""
     ckpt = Path(ckpt)
     if not ckpt.is_file():

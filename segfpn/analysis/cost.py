@@ -11,9 +11,14 @@ from segfpn.models import SegmentationModel
 from segfpn.utils.model_summary import measure_latency, summarize
 
 
-def cost_table(variants: dict[str, dict[str, Any]], input_size: tuple[int, int] = (512, 512),
-               latency: bool = True, device: str = "cpu", base: dict[str, Any] | None = None,
-               rounds: int = 5) -> list[dict]:
+def cost_table(
+    variants: dict[str, dict[str, Any]],
+    input_size: tuple[int, int] = (512, 512),
+    latency: bool = True,
+    device: str = "cpu",
+    base: dict[str, Any] | None = None,
+    rounds: int = 5,
+) -> list[dict]:
     """One row per variant (``name -> SegmentationModel kwargs`` on top of ``base``), with each one's
     overhead against the first variant in percent. Latencies are medians over ``rounds`` rounds that time
     every variant once, so slow drifts of a shared machine hit all variants alike."""
@@ -26,7 +31,7 @@ def cost_table(variants: dict[str, dict[str, Any]], input_size: tuple[int, int] 
     keys = ["params_M", "GFLOPs"]
     if latency:
         times: dict[str, list[float]] = {name: [] for name in models}
-        for name, model in models.items():  # warm-up
+        for model in models.values():  # warm-up
             measure_latency(model, input_size, repeats=1, warmup=1)
         for _ in range(rounds):
             for name, model in models.items():

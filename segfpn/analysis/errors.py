@@ -44,8 +44,9 @@ class SizeBins:
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, loader: torch.utils.data.DataLoader, num_classes: int,
-             predict, device: str = "cpu") -> dict:
+def evaluate(
+    model: torch.nn.Module, loader: torch.utils.data.DataLoader, num_classes: int, predict, device: str = "cpu"
+) -> dict:
     """Run ``predict(model, images) -> logits`` over ``loader``; confusion matrix, Boundary IoU, size bins."""
     metrics, boundary, sizes = SegmentationMetrics(num_classes), BoundaryIoU(num_classes), SizeBins()
     for images, masks in tqdm(loader, desc="error analysis"):
@@ -55,8 +56,12 @@ def evaluate(model: torch.nn.Module, loader: torch.utils.data.DataLoader, num_cl
         boundary.update(labels, masks)
         sizes.update(labels, masks)
     scores = metrics.compute()
-    return {"scores": scores, "boundary_iou": float(boundary.compute()), "size_recall": sizes.recall(),
-            "size_segments": sizes.segments}
+    return {
+        "scores": scores,
+        "boundary_iou": float(boundary.compute()),
+        "size_recall": sizes.recall(),
+        "size_segments": sizes.segments,
+    }
 
 
 def worst_classes(iou: torch.Tensor, class_names: list[str], k: int = 10) -> list[tuple[str, float]]:
@@ -86,24 +91,46 @@ def write_error_analysis(result: dict, out: Path, class_names: list[str], top_k:
     confusions = top_confusions(confmat, class_names, top_k)
     worst = worst_classes(scores["IoU"], class_names, top_k)
     summary = {
-        "mIoU": float(scores["mIoU"]), "aAcc": float(scores["aAcc"]), "mAcc": float(scores["mAcc"]),
-        "boundary_iou": result["boundary_iou"], "size_recall": result["size_recall"],
-        "size_segments": result["size_segments"], "top_confusions": confusions, "worst_classes": worst,
+        "mIoU": float(scores["mIoU"]),
+        "aAcc": float(scores["aAcc"]),
+        "mAcc": float(scores["mAcc"]),
+        "boundary_iou": result["boundary_iou"],
+        "size_recall": result["size_recall"],
+        "size_segments": result["size_segments"],
+        "top_confusions": confusions,
+        "worst_classes": worst,
     }
     files["json"].write_text(json.dumps(summary, indent=2))
     lines = [
-        "# Error analysis", "",
+        "# Error analysis",
+        "",
         f"mIoU {summary['mIoU']:.4f} · aAcc {summary['aAcc']:.4f} · mAcc {summary['mAcc']:.4f} · "
-        f"Boundary IoU {summary['boundary_iou']:.4f}", "",
-        "## Small vs large objects (pixel recall of ground-truth segments by share of the image)", "",
-        "| size | segments | recall |", "|---|---|---|",
-        *[f"| {k} | {summary['size_segments'][k]} | {'-' if v is None else f'{v:.4f}'} |"
-          for k, v in summary["size_recall"].items()], "",
-        "## Most confused pairs (fraction of the ground-truth class)", "",
-        "| ground truth | predicted as | fraction |", "|---|---|---|",
-        *[f"| {g} | {p} | {r:.3f} |" for g, p, r in confusions], "",
-        "## Worst classes", "", "| class | IoU |", "|---|---|", *[f"| {c} | {v:.4f} |" for c, v in worst], "",
-        f"![confusion matrix]({files['confusion_matrix'].name})", "", f"![per-class IoU]({files['per_class_iou'].name})",
+        f"Boundary IoU {summary['boundary_iou']:.4f}",
+        "",
+        "## Small vs large objects (pixel recall of ground-truth segments by share of the image)",
+        "",
+        "| size | segments | recall |",
+        "|---|---|---|",
+        *[
+            f"| {k} | {summary['size_segments'][k]} | {'-' if v is None else f'{v:.4f}'} |"
+            for k, v in summary["size_recall"].items()
+        ],
+        "",
+        "## Most confused pairs (fraction of the ground-truth class)",
+        "",
+        "| ground truth | predicted as | fraction |",
+        "|---|---|---|",
+        *[f"| {g} | {p} | {r:.3f} |" for g, p, r in confusions],
+        "",
+        "## Worst classes",
+        "",
+        "| class | IoU |",
+        "|---|---|",
+        *[f"| {c} | {v:.4f} |" for c, v in worst],
+        "",
+        f"![confusion matrix]({files['confusion_matrix'].name})",
+        "",
+        f"![per-class IoU]({files['per_class_iou'].name})",
     ]
     files["markdown"].write_text("\n".join(lines) + "\n")
     return files

@@ -43,14 +43,24 @@ class Experiment:
             raise ValueError(f"experiment file {str(path)!r} lacks {sorted(missing)} (see segfpn.analysis.experiment)")
         if not isinstance(spec["variants"], dict) or not spec["variants"]:
             raise ValueError(f"experiment file {str(path)!r}: 'variants' must map names to overrides")
-        return cls(spec["name"], Path(spec["base"]), {k: v or {} for k, v in spec["variants"].items()},
-                   list(spec.get("args", [])))
+        return cls(
+            spec["name"],
+            Path(spec["base"]),
+            {k: v or {} for k, v in spec["variants"].items()},
+            list(spec.get("args", [])),
+        )
 
     def variant_args(self, variant: str, root: Path) -> list[str]:
         """LightningCLI arguments (after the subcommand) for one variant writing into ``root``."""
         overrides = [f"--{key}={_cli_value(value)}" for key, value in self.variants[variant].items()]
-        return ["--config", str(self.base), *self.args, *overrides, f"--trainer.default_root_dir={root}",
-                f"--trainer.logger.init_args.save_dir={root}"]
+        return [
+            "--config",
+            str(self.base),
+            *self.args,
+            *overrides,
+            f"--trainer.default_root_dir={root}",
+            f"--trainer.logger.init_args.save_dir={root}",
+        ]
 
     def model_overrides(self, variant: str) -> dict[str, Any]:
         """The variant's ``model.*`` overrides as SegmentationModel keyword arguments."""
@@ -74,8 +84,9 @@ def final_results(run_dir: Path, stage: str = "validate_val") -> dict | None:
     return json.loads(files[-1].read_text()) if files else None
 
 
-def run_experiment(experiment: Experiment, out: Path, only: list[str] | None = None,
-                   extra_args: list[str] | None = None) -> dict[str, Path]:
+def run_experiment(
+    experiment: Experiment, out: Path, only: list[str] | None = None, extra_args: list[str] | None = None
+) -> dict[str, Path]:
     """Train and validate every variant (skipping finished ones); returns variant -> run folder."""
     from segfpn.cli import run_cli
 

@@ -55,18 +55,25 @@ def _html(blocks: list[Block], title: str) -> str:
             cells = "".join(f"<th>{html.escape(h)}</th>" for h in header)
             trs = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
             body.append(f"<table><tr>{cells}</tr>{trs}</table>")
-    style = "body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}" \
-            "td,th{border:1px solid #bbb;padding:4px 8px;text-align:right}"
-    return f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>" \
-           f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n"
+    style = (
+        "body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}"
+        "td,th{border:1px solid #bbb;padding:4px 8px;text-align:right}"
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n"
+    )
 
 
 def collect_runs(folder: Path) -> dict[str, dict]:
     """variant name -> its final validation results, for every run below ``folder``."""
     runs = {}
     for run in sorted(p for p in folder.iterdir() if p.is_dir()):
-        result = (json.loads((run / "results" / "final.json").read_text()) if (run / "results" / "final.json").is_file()
-                  else final_results(run) or final_results(run, "fit_val"))
+        result = (
+            json.loads((run / "results" / "final.json").read_text())
+            if (run / "results" / "final.json").is_file()
+            else final_results(run) or final_results(run, "fit_val")
+        )
         if result is not None:
             runs[run.name] = result
     return runs
@@ -80,8 +87,12 @@ def _training_curve(run: Path) -> list[tuple[int, float]]:
     return points
 
 
-def write_report(folder: Path, title: str | None = None, cost: dict[str, dict] | None = None,
-                 class_names: tuple[str, ...] = ADE20K_CLASSES) -> dict[str, Path]:
+def write_report(
+    folder: Path,
+    title: str | None = None,
+    cost: dict[str, dict] | None = None,
+    class_names: tuple[str, ...] = ADE20K_CLASSES,
+) -> dict[str, Path]:
     """``report.md``, ``report.html``, ``results.csv`` and figures in ``folder`` from its runs."""
     runs = collect_runs(folder)
     if not runs:
@@ -96,17 +107,30 @@ def write_report(folder: Path, title: str | None = None, cost: dict[str, dict] |
     rows = []
     for n in names:
         r = runs[n]
-        row = [n, f"{r['mIoU']:.4f}", f"{r['aAcc']:.4f}", f"{r['mAcc']:.4f}", f"{r['mIoU'] - runs[baseline]['mIoU']:+.4f}"]
+        row = [
+            n,
+            f"{r['mIoU']:.4f}",
+            f"{r['aAcc']:.4f}",
+            f"{r['mAcc']:.4f}",
+            f"{r['mIoU'] - runs[baseline]['mIoU']:+.4f}",
+        ]
         if cost:
             c = cost.get(n, {})
-            row += [f"{c.get('params_M', float('nan')):.2f}", f"{c.get('GFLOPs', float('nan')):.1f}",
-                    f"{c.get('latency_ms', float('nan')):.0f}"]
+            row += [
+                f"{c.get('params_M', float('nan')):.2f}",
+                f"{c.get('GFLOPs', float('nan')):.1f}",
+                f"{c.get('latency_ms', float('nan')):.0f}",
+            ]
         rows.append(row)
     with (folder / "results.csv").open("w", newline="") as f:
         csv.writer(f).writerows([header, *rows])
 
-    blocks = [Block("h1", title), Block("p", f"{len(names)} runs; best: {best} (mIoU {runs[best]['mIoU']:.4f})."),
-              Block("h2", "Results (validation, dataset-level)"), Block("table", [header, *rows])]
+    blocks = [
+        Block("h1", title),
+        Block("p", f"{len(names)} runs; best: {best} (mIoU {runs[best]['mIoU']:.4f})."),
+        Block("h2", "Results (validation, dataset-level)"),
+        Block("table", [header, *rows]),
+    ]
     figures = {}
     curves = {n: _training_curve(folder / n) for n in names}
     if any(curves.values()):
@@ -131,15 +155,21 @@ def write_report(folder: Path, title: str | None = None, cost: dict[str, dict] |
         order = [i for i in np.argsort(diff) if not np.isnan(diff[i])]
         gains = ", ".join(f"{class_names[i]} {diff[i]:+.3f}" for i in order[::-1][:5])
         losses = ", ".join(f"{class_names[i]} {diff[i]:+.3f}" for i in order[:5])
-        blocks += [Block("h2", f"Per-class IoU: {n} vs {baseline}"), Block("p", f"largest gains: {gains}; "
-                   f"largest drops: {losses}"), Block("image", path)]
+        blocks += [
+            Block("h2", f"Per-class IoU: {n} vs {baseline}"),
+            Block("p", f"largest gains: {gains}; largest drops: {losses}"),
+            Block("image", path),
+        ]
     confmat = np.array(runs[best]["confmat"])
     path = folder / f"confusion_matrix_{best}.png"
     plt.close(plot_confusion_matrix(confmat, class_names, top_k=30, save_path=path))
     figures["confusion"] = path
     pairs = top_confusions(confmat, class_names, 10)
-    blocks += [Block("h2", f"Confusions of the best run ({best})"), Block("image", path),
-               Block("table", [["ground truth", "predicted as", "fraction"], *[[g, p, f"{r:.3f}"] for g, p, r in pairs]])]
+    blocks += [
+        Block("h2", f"Confusions of the best run ({best})"),
+        Block("image", path),
+        Block("table", [["ground truth", "predicted as", "fraction"], *[[g, p, f"{r:.3f}"] for g, p, r in pairs]]),
+    ]
     md, page = folder / "report.md", folder / "report.html"
     md.write_text(_markdown(blocks))
     page.write_text(_html(blocks, title))

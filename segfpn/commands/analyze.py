@@ -24,8 +24,13 @@ def main(argv: list[str] | None = None) -> None:
     data.prepare_data()
     data.setup("validate")
     num_classes = module.hparams.num_classes
-    result = evaluate(module, data.val_dataloader(), num_classes,
-                      lambda m, x: predict_logits(m, x, m.inference, num_classes), args.device)
+    result = evaluate(
+        module,
+        data.val_dataloader(),
+        num_classes,
+        lambda m, x: predict_logits(m, x, m.inference, num_classes),
+        args.device,
+    )
     out = args.out or args.ckpt.resolve().parent.parent / "analysis"
     names = list(ADE20K_CLASSES) if num_classes == len(ADE20K_CLASSES) else [f"class_{i}" for i in range(num_classes)]
     files = write_error_analysis(result, out, names, args.top_k)

@@ -23,5 +23,7 @@ def main(argv: list[str] | None = None) -> None:
     csv_path = write_class_stats_csv(stats, args.out / f"class_stats_{split}.csv")
     png_path = plot_class_distribution(stats, args.out / f"class_distribution_{split}.png")
     present = int((stats.pixels > 0).sum())
-    print(f"{len(annotations)} annotations, {present} classes present, "
-          f"{stats.ignored_pixels} ignored pixels; wrote {csv_path} and {png_path}")
+    print(
+        f"{len(annotations)} annotations, {present} classes present, "
+        f"{stats.ignored_pixels} ignored pixels; wrote {csv_path} and {png_path}"
+    )

@@ -12,13 +12,27 @@ from segfpn.analysis.experiment import Experiment
 from segfpn.commands.summary import format_table, write_csv
 
 PRESETS = {
-    "attention": {"baseline": {}, "se": {"attention": "se"}, "cbam": {"attention": "cbam"},
-                  "fusion": {"fusion": "attention"}, "cbam+fusion": {"attention": "cbam", "fusion": "attention"}},
-    "fpn": {"baseline": {}, "no_lateral": {"lateral_connections": False}, "no_top_down": {"top_down": False},
-            "bilinear": {"upsample_mode": "bilinear"}, "transposed": {"upsample_mode": "transposed"},
-            "channels_64": {"fpn_channels": 64}, "channels_128": {"fpn_channels": 128}},
-    "backbones": {"convnext_tiny": {"backbone_name": "convnext_tiny"}, "pvt_v2_b0": {"backbone_name": "pvt_v2_b0"},
-                  "swin_tiny": {"backbone_name": "swin_tiny_patch4_window7_224"}},
+    "attention": {
+        "baseline": {},
+        "se": {"attention": "se"},
+        "cbam": {"attention": "cbam"},
+        "fusion": {"fusion": "attention"},
+        "cbam+fusion": {"attention": "cbam", "fusion": "attention"},
+    },
+    "fpn": {
+        "baseline": {},
+        "no_lateral": {"lateral_connections": False},
+        "no_top_down": {"top_down": False},
+        "bilinear": {"upsample_mode": "bilinear"},
+        "transposed": {"upsample_mode": "transposed"},
+        "channels_64": {"fpn_channels": 64},
+        "channels_128": {"fpn_channels": 128},
+    },
+    "backbones": {
+        "convnext_tiny": {"backbone_name": "convnext_tiny"},
+        "pvt_v2_b0": {"backbone_name": "pvt_v2_b0"},
+        "swin_tiny": {"backbone_name": "swin_tiny_patch4_window7_224"},
+    },
 }
 
 

@@ -34,6 +34,17 @@ def _base_model_args(experiment: Experiment) -> dict:
     import yaml
 
     model = (yaml.safe_load(experiment.base.read_text()) or {}).get("model", {})
-    keys = ("backbone_name", "img_size", "fpn_channels", "head_channels", "attention", "fusion", "upsample_mode",
-            "lateral_connections", "top_down", "norm", "aux_classifiers")
+    keys = (
+        "backbone_name",
+        "img_size",
+        "fpn_channels",
+        "head_channels",
+        "attention",
+        "fusion",
+        "upsample_mode",
+        "lateral_connections",
+        "top_down",
+        "norm",
+        "aux_classifiers",
+    )
     return {k: model[k] for k in keys if k in model}

@@ -14,6 +14,7 @@ from segfpn.utils.model_summary import backbone_feature_stats, summarize
 
 def format_table(rows: list[dict], columns: list[str]) -> str:
     """A plain-text table of ``rows`` restricted to ``columns``."""
+
     def fmt(v: object) -> str:
         return f"{v:.4g}" if isinstance(v, float) else str(v)
 

@@ -15,7 +15,19 @@ from segfpn.datasets.synthetic import generate_dataset
 from segfpn.datasets.transforms import train_transform, val_transform
 
 __all__ = [
-    "ADE20KDataModule", "ADE20KDataset", "ADE20K_CLASSES", "ADE20K_PALETTE", "CorruptSampleError", "IGNORE_INDEX",
-    "IMAGENET_MEAN", "IMAGENET_STD", "NUM_CLASSES", "RepeatFactorSampler", "class_weights", "generate_dataset",
-    "repeat_factors", "train_transform", "val_transform",
+    "ADE20KDataModule",
+    "ADE20KDataset",
+    "ADE20K_CLASSES",
+    "ADE20K_PALETTE",
+    "CorruptSampleError",
+    "IGNORE_INDEX",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "NUM_CLASSES",
+    "RepeatFactorSampler",
+    "class_weights",
+    "generate_dataset",
+    "repeat_factors",
+    "train_transform",
+    "val_transform",
 ]

@@ -95,9 +95,7 @@ def load_annotation(path: Path, max_value: int = NUM_CLASSES) -> np.ndarray:
     except (OSError, UnidentifiedImageError, SyntaxError) as err:
         raise CorruptSampleError(f"cannot read annotation {str(path)!r}: {err}") from err
     if values.size and int(values.max()) > max_value:
-        raise CorruptSampleError(
-            f"annotation {str(path)!r} holds value {int(values.max())}; expected 0..{max_value}"
-        )
+        raise CorruptSampleError(f"annotation {str(path)!r} holds value {int(values.max())}; expected 0..{max_value}")
     return values.astype(np.uint8)
 
 

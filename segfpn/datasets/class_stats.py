@@ -53,8 +53,9 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("SEGFPN_CACHE", Path.home() / ".cache" / "segfpn"))
 
 
-def compute_class_stats(annotation_paths: list[Path], num_workers: int = 0, cache_dir: Path | None = None,
-                        progress: bool = True) -> ClassStats:
+def compute_class_stats(
+    annotation_paths: list[Path], num_workers: int = 0, cache_dir: Path | None = None, progress: bool = True
+) -> ClassStats:
     """Count every annotation (in ``num_workers`` processes), reusing a cached result for the same files."""
     cache = _cache_file(annotation_paths, cache_dir or default_cache_dir())
     if cache.is_file():

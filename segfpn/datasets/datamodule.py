@@ -95,8 +95,9 @@ class ADE20KDataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         if self.hparams.embedded:
-            generate_dataset(self.data_root, self.hparams.embedded_num_train, self.hparams.embedded_num_val,
-                             seed=self.hparams.seed)
+            generate_dataset(
+                self.data_root, self.hparams.embedded_num_train, self.hparams.embedded_num_val, seed=self.hparams.seed
+            )
 
     def setup(self, stage: str | None = None) -> None:
         hp = self.hparams
@@ -114,9 +115,14 @@ class ADE20KDataModule(L.LightningDataModule):
     def _loader(self, split: str, batch_size: int, shuffle: bool = False, **kwargs) -> DataLoader:
         workers = self.hparams.num_workers
         return DataLoader(
-            self.datasets[split], batch_size=batch_size, shuffle=shuffle, num_workers=workers,
-            pin_memory=self.hparams.pin_memory and torch.cuda.is_available(), persistent_workers=workers > 0,
-            worker_init_fn=seed_worker, **kwargs,
+            self.datasets[split],
+            batch_size=batch_size,
+            shuffle=shuffle,
+            num_workers=workers,
+            pin_memory=self.hparams.pin_memory and torch.cuda.is_available(),
+            persistent_workers=workers > 0,
+            worker_init_fn=seed_worker,
+            **kwargs,
         )
 
     def train_dataloader(self) -> DataLoader:

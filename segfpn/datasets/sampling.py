@@ -86,8 +86,9 @@ class RepeatFactorSampler(_EpochSeeded, Sampler[int]):
         return int(math.ceil(float(self.factors.sum())))
 
 
-def class_weights(pixels: np.ndarray, method: Literal["inverse_log", "inverse_sqrt", "inverse"] = "inverse_log",
-                  eps: float = 1.02) -> torch.Tensor:
+def class_weights(
+    pixels: np.ndarray, method: Literal["inverse_log", "inverse_sqrt", "inverse"] = "inverse_log", eps: float = 1.02
+) -> torch.Tensor:
     """Per-class loss weights from pixel counts, normalised to mean 1 over present classes.
 
     ``inverse_log``: 1 / ln(eps + f_c) (ENet, Paszke et al. 2016); ``inverse_sqrt``: 1/sqrt(f_c);

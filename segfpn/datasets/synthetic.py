@@ -46,14 +46,14 @@ def make_sample(rng: np.random.Generator, size_range: tuple[int, int] = (160, 25
     ann = np.zeros((h, w), np.uint8)
     top, bottom = sorted(rng.uniform(0.2, 0.8, 2))
     ann[: int(top * h)] = SKY
-    ann[int(top * h): int(bottom * h)] = rng.choice(MIDDLE)
-    ann[int(bottom * h):] = rng.choice(GROUND)
+    ann[int(top * h) : int(bottom * h)] = rng.choice(MIDDLE)
+    ann[int(bottom * h) :] = rng.choice(GROUND)
     for _ in range(rng.integers(1, 4)):
         value = rng.choice(OBJECTS)
         cy, cx = rng.uniform(0.3, 0.9) * h, rng.uniform(0.1, 0.9) * w
         ry, rx = rng.uniform(0.08, 0.25) * h, rng.uniform(0.05, 0.2) * w
         if value == CAR:
-            ann[int(max(cy - ry / 2, 0)): int(cy + ry / 2), int(max(cx - rx, 0)): int(cx + rx)] = value
+            ann[int(max(cy - ry / 2, 0)) : int(cy + ry / 2), int(max(cx - rx, 0)) : int(cx + rx)] = value
         else:
             ann[_ellipse(h, w, cy, cx, ry, rx)] = value
     for _ in range(rng.integers(0, 3)):  # "other objects": value 0, ignored in training and metrics
@@ -66,8 +66,14 @@ def make_sample(rng: np.random.Generator, size_range: tuple[int, int] = (160, 25
     return np.clip(image, 0, 255).astype(np.uint8), ann
 
 
-def generate_dataset(root: str | Path, num_train: int = 64, num_val: int = 16, seed: int = 0,
-                     size_range: tuple[int, int] = (160, 256), progress: bool = True) -> Path:
+def generate_dataset(
+    root: str | Path,
+    num_train: int = 64,
+    num_val: int = 16,
+    seed: int = 0,
+    size_range: tuple[int, int] = (160, 256),
+    progress: bool = True,
+) -> Path:
     """Write the dataset under ``root`` (the ``ADEChallengeData2016`` folder); skipped if already complete."""
     root = Path(root)
     marker = root / _DONE_MARKER

@@ -17,8 +17,9 @@ class RandomRescale(A.DualTransform):
     and rescale (keeping the aspect ratio) to the largest size fitting ``(r*scale[0], r*scale[1])`` as
     (long edge, short edge). Masks use nearest neighbour."""
 
-    def __init__(self, scale: tuple[int, int] = (2048, 512), ratio_range: tuple[float, float] = (0.5, 2.0),
-                 p: float = 1.0) -> None:
+    def __init__(
+        self, scale: tuple[int, int] = (2048, 512), ratio_range: tuple[float, float] = (0.5, 2.0), p: float = 1.0
+    ) -> None:
         super().__init__(p=p)
         self.scale = tuple(scale)
         self.ratio_range = tuple(ratio_range)
@@ -43,8 +44,15 @@ class CatMaxRatioCrop(A.DualTransform):
     single class covers more than ``cat_max_ratio`` of the labelled pixels. Smaller images keep their size
     on that side (pad afterwards)."""
 
-    def __init__(self, height: int, width: int, cat_max_ratio: float = 0.75, ignore_index: int = IGNORE_INDEX,
-                 max_tries: int = 10, p: float = 1.0) -> None:
+    def __init__(
+        self,
+        height: int,
+        width: int,
+        cat_max_ratio: float = 0.75,
+        ignore_index: int = IGNORE_INDEX,
+        max_tries: int = 10,
+        p: float = 1.0,
+    ) -> None:
         super().__init__(p=p)
         self.height, self.width = height, width
         self.cat_max_ratio = cat_max_ratio
@@ -75,7 +83,9 @@ class CatMaxRatioCrop(A.DualTransform):
         y0, y1, x0, x1 = box
         return np.ascontiguousarray(img[y0:y1, x0:x1])
 
-    def apply_to_mask(self, mask: np.ndarray, box: tuple[int, int, int, int] = (0, 0, 0, 0), **params: Any) -> np.ndarray:
+    def apply_to_mask(
+        self, mask: np.ndarray, box: tuple[int, int, int, int] = (0, 0, 0, 0), **params: Any
+    ) -> np.ndarray:
         return self.apply(mask, box)
 
     def get_transform_init_args_names(self) -> tuple[str, ...]:
@@ -86,8 +96,14 @@ class PhotoMetricDistortion(A.ImageOnlyTransform):
     """mmsegmentation's ``PhotoMetricDistortion``: each with probability 0.5, brightness +-32,
     contrast x[0.5, 1.5] (before or after the HSV changes), saturation x[0.5, 1.5], hue +-18 (of 180)."""
 
-    def __init__(self, brightness_delta: int = 32, contrast_range: tuple[float, float] = (0.5, 1.5),
-                 saturation_range: tuple[float, float] = (0.5, 1.5), hue_delta: int = 18, p: float = 1.0) -> None:
+    def __init__(
+        self,
+        brightness_delta: int = 32,
+        contrast_range: tuple[float, float] = (0.5, 1.5),
+        saturation_range: tuple[float, float] = (0.5, 1.5),
+        hue_delta: int = 18,
+        p: float = 1.0,
+    ) -> None:
         super().__init__(p=p)
         self.brightness_delta = brightness_delta
         self.contrast_range = tuple(contrast_range)
@@ -104,9 +120,16 @@ class PhotoMetricDistortion(A.ImageOnlyTransform):
             "hue": r.randint(-self.hue_delta, self.hue_delta) if r.random() < 0.5 else None,
         }
 
-    def apply(self, img: np.ndarray, brightness: float | None = None, contrast_first: bool = True,
-              contrast: float | None = None, saturation: float | None = None, hue: int | None = None,
-              **params: Any) -> np.ndarray:
+    def apply(
+        self,
+        img: np.ndarray,
+        brightness: float | None = None,
+        contrast_first: bool = True,
+        contrast: float | None = None,
+        saturation: float | None = None,
+        hue: int | None = None,
+        **params: Any,
+    ) -> np.ndarray:
         # Each step maps uint8 values to uint8 values, so it runs as a 256-entry lookup table (cv2.LUT):
         # the same numbers as float arithmetic with clipping and truncation after every step, 5-10x faster.
         before = _affine_lut(brightness, None)
@@ -144,12 +167,18 @@ def fit_size(h: int, w: int, scale: tuple[float, float]) -> tuple[int, int]:
 
 def normalize() -> A.Normalize:
     """ImageNet mean/std normalisation on the 0..255 scale."""
-    return A.Normalize(mean=[m / 255 for m in IMAGENET_MEAN], std=[s / 255 for s in IMAGENET_STD], max_pixel_value=255.0)
+    return A.Normalize(
+        mean=[m / 255 for m in IMAGENET_MEAN], std=[s / 255 for s in IMAGENET_STD], max_pixel_value=255.0
+    )
 
 
-def train_transform(crop_size: int | tuple[int, int] = 512, scale: tuple[int, int] = (2048, 512),
-                    ratio_range: tuple[float, float] = (0.5, 2.0), cat_max_ratio: float = 0.75,
-                    photometric: bool = True) -> A.Compose:
+def train_transform(
+    crop_size: int | tuple[int, int] = 512,
+    scale: tuple[int, int] = (2048, 512),
+    ratio_range: tuple[float, float] = (0.5, 2.0),
+    cat_max_ratio: float = 0.75,
+    photometric: bool = True,
+) -> A.Compose:
     """The Semantic FPN ADE20K training pipeline; image padded with 0 and mask with 255 to ``crop_size``."""
     ch, cw = (crop_size, crop_size) if isinstance(crop_size, int) else tuple(crop_size)
     steps: list[A.BasicTransform] = [

@@ -7,6 +7,13 @@ from segfpn.models.head import SemanticFPNHead
 from segfpn.models.segmentation_model import SegmentationModel
 
 __all__ = [
-    "CBAM", "FPN", "TESTED_BACKBONES", "SegmentationModel", "SemanticFPNHead", "SqueezeExcitation",
-    "TimmBackbone", "build_attention", "list_backbones",
+    "CBAM",
+    "FPN",
+    "TESTED_BACKBONES",
+    "SegmentationModel",
+    "SemanticFPNHead",
+    "SqueezeExcitation",
+    "TimmBackbone",
+    "build_attention",
+    "list_backbones",
 ]

@@ -17,7 +17,10 @@ class SqueezeExcitation(nn.Module):
         super().__init__()
         hidden = max(channels // reduction, 8)
         self.fc = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1), nn.Conv2d(channels, hidden, 1), nn.ReLU(inplace=True), nn.Conv2d(hidden, channels, 1)
+            nn.AdaptiveAvgPool2d(1),
+            nn.Conv2d(channels, hidden, 1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, channels, 1),
         )
         self.last_map: torch.Tensor | None = None
 

@@ -68,8 +68,12 @@ class TimmBackbone(nn.Module):
             kwargs.update(img_size=img_size, strict_img_size=False)
         try:
             self.body = timm.create_model(
-                name, pretrained=pretrained, features_only=True, out_indices=tuple(out_indices),
-                feature_cls="getter", **kwargs,
+                name,
+                pretrained=pretrained,
+                features_only=True,
+                out_indices=tuple(out_indices),
+                feature_cls="getter",
+                **kwargs,
             )
         except Exception as err:  # hub/network errors come in many types
             if not pretrained:
@@ -102,7 +106,9 @@ class TimmBackbone(nn.Module):
         state = _read_state_dict(path)
         model = self.body.model
         filter_fn = getattr(sys.modules[type(model).__module__], "checkpoint_filter_fn", None)
-        state = {k.removeprefix("module.").removeprefix("backbone.").removeprefix("model."): v for k, v in state.items()}
+        state = {
+            k.removeprefix("module.").removeprefix("backbone.").removeprefix("model."): v for k, v in state.items()
+        }
         own = model.state_dict()
         if filter_fn is not None and len(own.keys() & state.keys()) < len(own) // 2:
             state = filter_fn(state, model)  # original-repository key names -> timm's
@@ -117,7 +123,9 @@ class TimmBackbone(nn.Module):
         unexpected = sorted(set(state) - set(matched))
         log.info("Loaded %d/%d backbone tensors from %s", len(matched), len(own), path)
         if result.missing_keys:
-            log.warning("%d backbone keys missing from %s: %s", len(result.missing_keys), path, result.missing_keys[:10])
+            log.warning(
+                "%d backbone keys missing from %s: %s", len(result.missing_keys), path, result.missing_keys[:10]
+            )
         if unexpected:
             log.warning("%d unexpected keys in %s (e.g. classifier head): %s", len(unexpected), path, unexpected[:10])
         if mismatched:
@@ -129,7 +137,7 @@ class TimmBackbone(nn.Module):
         if self.frozen_stages < 0:
             return []
         stage_modules = [f"model.{m}" for m in self.body.feature_info.module_name()]
-        trainable = tuple(p + "." for p in stage_modules[self.frozen_stages:])
+        trainable = tuple(p + "." for p in stage_modules[self.frozen_stages :])
         return [p for n, p in self.body.named_parameters() if not n.startswith(trainable)]
 
     def _freeze(self) -> None:

@@ -50,9 +50,11 @@ class FPN(nn.Module):
             nn.Conv2d(c, out_channels, 1) if (lateral_connections or i == n - 1) else nn.Identity()
             for i, c in enumerate(in_channels)
         )
-        self.upsamplers = nn.ModuleList(
-            nn.ConvTranspose2d(out_channels, out_channels, 2, stride=2) for _ in range(n - 1)
-        ) if upsample_mode == "transposed" else None
+        self.upsamplers = (
+            nn.ModuleList(nn.ConvTranspose2d(out_channels, out_channels, 2, stride=2) for _ in range(n - 1))
+            if upsample_mode == "transposed"
+            else None
+        )
         self.output_convs = nn.ModuleList(nn.Conv2d(out_channels, out_channels, 3, padding=1) for _ in in_channels)
         self.attention = nn.ModuleList(build_attention(attention, out_channels) for _ in in_channels)
         self._init_weights()

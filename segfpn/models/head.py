@@ -26,7 +26,9 @@ class ConvNormReLU(nn.Sequential):
 
     def __init__(self, in_channels: int, out_channels: int, norm: NormName) -> None:
         super().__init__(
-            nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False), _norm(norm, out_channels), nn.ReLU(inplace=True)
+            nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
+            _norm(norm, out_channels),
+            nn.ReLU(inplace=True),
         )
 
 
@@ -103,7 +105,9 @@ class SemanticFPNHead(nn.Module):
         levels = []
         for head, feat in zip(self.scale_heads, features):
             out = head(feat)
-            levels.append(out if out.shape[-2:] == size else F.interpolate(out, size=size, mode="bilinear", align_corners=False))
+            levels.append(
+                out if out.shape[-2:] == size else F.interpolate(out, size=size, mode="bilinear", align_corners=False)
+            )
         fused = self.fusion(levels) if self.fusion is not None else sum(levels[1:], levels[0])
         return self.classifier(self.dropout(fused))
 

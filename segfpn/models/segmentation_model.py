@@ -49,16 +49,30 @@ class SegmentationModel(nn.Module):
             raise ValueError(f"num_classes must be positive, got {num_classes}")
         self.num_classes = num_classes
         self.backbone = TimmBackbone(
-            backbone_name, pretrained=pretrained, pretrained_path=pretrained_path, img_size=img_size,
-            frozen_stages=frozen_stages, drop_path_rate=drop_path_rate,
+            backbone_name,
+            pretrained=pretrained,
+            pretrained_path=pretrained_path,
+            img_size=img_size,
+            frozen_stages=frozen_stages,
+            drop_path_rate=drop_path_rate,
         )
         self.neck = FPN(
-            self.backbone.channels, fpn_channels, lateral_connections=lateral_connections, top_down=top_down,
-            upsample_mode=upsample_mode, attention=attention,
+            self.backbone.channels,
+            fpn_channels,
+            lateral_connections=lateral_connections,
+            top_down=top_down,
+            upsample_mode=upsample_mode,
+            attention=attention,
         )
         self.head = SemanticFPNHead(
-            fpn_channels, num_classes, strides=self.backbone.strides, channels=head_channels, norm=norm,
-            dropout=dropout, fusion=fusion, aux_classifiers=aux_classifiers,
+            fpn_channels,
+            num_classes,
+            strides=self.backbone.strides,
+            channels=head_channels,
+            norm=norm,
+            dropout=dropout,
+            fusion=fusion,
+            aux_classifiers=aux_classifiers,
         )
 
     @property

@@ -13,6 +13,13 @@ from segfpn.utils.visualize import (
 )
 
 __all__ = [
-    "calculate_metrics", "colorize", "denormalize", "overlay", "plot_confusion_matrix", "plot_feature_maps",
-    "plot_per_class_iou", "top_confusions", "visualize_batch",
+    "calculate_metrics",
+    "colorize",
+    "denormalize",
+    "overlay",
+    "plot_confusion_matrix",
+    "plot_feature_maps",
+    "plot_per_class_iou",
+    "top_confusions",
+    "visualize_batch",
 ]

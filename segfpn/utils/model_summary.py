@@ -69,8 +69,9 @@ class ModelSummary:
         return row
 
 
-def summarize(model: SegmentationModel, input_size: tuple[int, int] = (512, 512), name: str = "",
-              latency: bool = False) -> ModelSummary:
+def summarize(
+    model: SegmentationModel, input_size: tuple[int, int] = (512, 512), name: str = "", latency: bool = False
+) -> ModelSummary:
     """Parameters per part (backbone/neck/head), GFLOPs and optionally latency at ``input_size``."""
     flops = count_flops(model, input_size)
     return ModelSummary(

@@ -42,8 +42,13 @@ def _save(fig: Figure, save_path: str | Path | None) -> Figure:
     return fig
 
 
-def visualize_batch(images: torch.Tensor, masks: torch.Tensor, predictions: torch.Tensor | None = None,
-                    max_images: int = 4, save_path: str | Path | None = None) -> Figure:
+def visualize_batch(
+    images: torch.Tensor,
+    masks: torch.Tensor,
+    predictions: torch.Tensor | None = None,
+    max_images: int = 4,
+    save_path: str | Path | None = None,
+) -> Figure:
     """Grid of image / ground truth / prediction (logits ``[B, C, H, W]`` or labels ``[B, H, W]``) rows."""
     n = min(len(images), max_images)
     cols = 3 if predictions is not None else 2
@@ -64,8 +69,9 @@ def visualize_batch(images: torch.Tensor, masks: torch.Tensor, predictions: torc
     return _save(fig, save_path)
 
 
-def plot_feature_maps(features: Sequence[torch.Tensor], channel: int = 0, title: str = "P",
-                      save_path: str | Path | None = None) -> Figure:
+def plot_feature_maps(
+    features: Sequence[torch.Tensor], channel: int = 0, title: str = "P", save_path: str | Path | None = None
+) -> Figure:
     """Per pyramid level: one channel (top row) and the channel-mean map (bottom row) of sample 0."""
     fig, axes = plt.subplots(2, len(features), figsize=(3.6 * len(features), 6.5), squeeze=False)
     for i, feat in enumerate(features):
@@ -80,8 +86,9 @@ def plot_feature_maps(features: Sequence[torch.Tensor], channel: int = 0, title:
     return _save(fig, save_path)
 
 
-def plot_attention_maps(level_maps: Sequence[torch.Tensor], fusion: torch.Tensor | None = None,
-                        save_path: str | Path | None = None) -> Figure:
+def plot_attention_maps(
+    level_maps: Sequence[torch.Tensor], fusion: torch.Tensor | None = None, save_path: str | Path | None = None
+) -> Figure:
     """Attention of sample 0: per FPN level its spatial map (CBAM) or channel gates (SE), and the head's
     per-level fusion weights when present."""
     n = len(level_maps) + (len(fusion[0]) if fusion is not None else 0)
@@ -107,8 +114,12 @@ def plot_attention_maps(level_maps: Sequence[torch.Tensor], fusion: torch.Tensor
     return _save(fig, save_path)
 
 
-def plot_confusion_matrix(confmat: np.ndarray, class_names: Sequence[str] = ADE20K_CLASSES, top_k: int = 30,
-                          save_path: str | Path | None = None) -> Figure:
+def plot_confusion_matrix(
+    confmat: np.ndarray,
+    class_names: Sequence[str] = ADE20K_CLASSES,
+    top_k: int = 30,
+    save_path: str | Path | None = None,
+) -> Figure:
     """Row-normalised confusion matrix restricted to the ``top_k`` classes with the most ground-truth pixels."""
     confmat = np.asarray(confmat, dtype=np.float64)
     support = confmat.sum(1)
@@ -129,7 +140,9 @@ def plot_confusion_matrix(confmat: np.ndarray, class_names: Sequence[str] = ADE2
     return _save(fig, save_path)
 
 
-def top_confusions(confmat: np.ndarray, class_names: Sequence[str] = ADE20K_CLASSES, k: int = 10) -> list[tuple[str, str, float]]:
+def top_confusions(
+    confmat: np.ndarray, class_names: Sequence[str] = ADE20K_CLASSES, k: int = 10
+) -> list[tuple[str, str, float]]:
     """The ``k`` largest off-diagonal entries as (ground truth, prediction, fraction of the GT class)."""
     confmat = np.asarray(confmat, dtype=np.float64)
     rates = confmat / np.maximum(confmat.sum(1, keepdims=True), 1)
@@ -139,9 +152,13 @@ def top_confusions(confmat: np.ndarray, class_names: Sequence[str] = ADE20K_CLAS
     return [(class_names[g], class_names[p], float(rates[g, p])) for g, p in pairs if rates[g, p] > 0]
 
 
-def plot_per_class_iou(iou: Sequence[float] | np.ndarray, class_names: Sequence[str] = ADE20K_CLASSES,
-                       other: Sequence[float] | None = None, labels: tuple[str, str] = ("run", "baseline"),
-                       save_path: str | Path | None = None) -> Figure:
+def plot_per_class_iou(
+    iou: Sequence[float] | np.ndarray,
+    class_names: Sequence[str] = ADE20K_CLASSES,
+    other: Sequence[float] | None = None,
+    labels: tuple[str, str] = ("run", "baseline"),
+    save_path: str | Path | None = None,
+) -> Figure:
     """Bar chart of per-class IoU (NaN classes left out), optionally beside a second run's."""
     iou = np.asarray(iou, dtype=np.float64)
     keep = np.where(~np.isnan(iou))[0] if other is None else np.where(~np.isnan(iou) | ~np.isnan(np.asarray(other)))[0]
@@ -160,6 +177,13 @@ def plot_per_class_iou(iou: Sequence[float] | np.ndarray, class_names: Sequence[
 
 
 __all__ = [
-    "colorize", "denormalize", "overlay", "plot_attention_maps", "plot_confusion_matrix", "plot_feature_maps",
-    "plot_per_class_iou", "top_confusions", "visualize_batch",
+    "colorize",
+    "denormalize",
+    "overlay",
+    "plot_attention_maps",
+    "plot_confusion_matrix",
+    "plot_feature_maps",
+    "plot_per_class_iou",
+    "top_confusions",
+    "visualize_batch",
 ]
