@@ -92,13 +92,15 @@ def write_report(
     title: str | None = None,
     cost: dict[str, dict] | None = None,
     class_names: tuple[str, ...] = ADE20K_CLASSES,
+    order: list[str] | None = None,
 ) -> dict[str, Path]:
-    """``report.md``, ``report.html``, ``results.csv`` and figures in ``folder`` from its runs."""
+    """``report.md``, ``report.html``, ``results.csv`` and figures in ``folder`` from its runs. The first run
+    of ``order`` (default: ``baseline`` if present, then alphabetical) is the reference of the comparisons."""
     runs = collect_runs(folder)
     if not runs:
         raise FileNotFoundError(f"no runs with results/*.json below {str(folder)!r}; run `segfpn experiment` first")
     title = title or f"Report: {folder.name}"
-    names = list(runs)
+    names = [n for n in order if n in runs] if order else sorted(runs, key=lambda n: (n != "baseline", n))
     baseline = names[0]
     best = max(names, key=lambda n: runs[n]["mIoU"] or 0)
     header = ["variant", "mIoU", "aAcc", "mAcc", "ΔmIoU vs " + baseline]
@@ -127,7 +129,11 @@ def write_report(
 
     blocks = [
         Block("h1", title),
-        Block("p", f"{len(names)} runs; best: {best} (mIoU {runs[best]['mIoU']:.4f})."),
+        Block(
+            "p",
+            f"{len(names)} runs; best: {best} (mIoU {runs[best]['mIoU']:.4f}). One seed per run: on short "
+            "runs, differences of a few mIoU points can be seed noise; repeat with --seed_everything to be sure.",
+        ),
         Block("h2", "Results (validation, dataset-level)"),
         Block("table", [header, *rows]),
     ]
@@ -152,9 +158,9 @@ def write_report(
         plt.close(plot_per_class_iou(iou[n], class_names, other=iou[baseline], labels=(n, baseline), save_path=path))
         figures[f"iou_{n}"] = path
         diff = iou[n] - iou[baseline]
-        order = [i for i in np.argsort(diff) if not np.isnan(diff[i])]
-        gains = ", ".join(f"{class_names[i]} {diff[i]:+.3f}" for i in order[::-1][:5])
-        losses = ", ".join(f"{class_names[i]} {diff[i]:+.3f}" for i in order[:5])
+        ranked = [i for i in np.argsort(diff) if not np.isnan(diff[i])]
+        gains = ", ".join(f"{class_names[i]} {diff[i]:+.3f}" for i in ranked[::-1][:5] if diff[i] > 0) or "none"
+        losses = ", ".join(f"{class_names[i]} {diff[i]:+.3f}" for i in ranked[:5] if diff[i] < 0) or "none"
         blocks += [
             Block("h2", f"Per-class IoU: {n} vs {baseline}"),
             Block("p", f"largest gains: {gains}; largest drops: {losses}"),

@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> None:
         base = _base_model_args(experiment)
         rows = cost_table({v: experiment.model_overrides(v) for v in runs}, tuple(args.cost_size), base=base)
         cost = {r["variant"]: r for r in rows}
-    files = write_report(args.out / experiment.name, f"Experiment: {experiment.name}", cost)
+    files = write_report(args.out / experiment.name, f"Experiment: {experiment.name}", cost, order=list(runs))
     print(f"report: {files['markdown']} and {files['html']}")
 
 
