@@ -27,9 +27,9 @@ class CrossEntropyLoss(nn.Module):
         label_smoothing: float = 0.0,
     ) -> None:
         super().__init__()
-        self.register_buffer(
-            "class_weight", None if class_weight is None else torch.as_tensor(class_weight, dtype=torch.float)
-        )
+        # not saved in checkpoints: given weights come back from the hparams, derived ones from the data
+        weight = None if class_weight is None else torch.as_tensor(class_weight, dtype=torch.float)
+        self.register_buffer("class_weight", weight, persistent=False)
         self.ignore_index = ignore_index
         self.label_smoothing = label_smoothing
 

@@ -100,6 +100,8 @@ class SegmentationModule(L.LightningModule):
         if weights is not None and len(weights) != num_classes:
             raise ValueError(f"model.class_weight has {len(weights)} values, expected num_classes={num_classes}")
         self.criterion = CombinedLoss(loss, weights, ohem_thresh, ohem_min_kept, focal_gamma)
+        if class_weight is not None and "ce" not in self.criterion.terms:
+            raise ValueError(f"model.class_weight applies to the 'ce' loss term, but model.loss={loss!r} has none")
         self.aux_criterion = CrossEntropyLoss()
         self.inference = inference or InferenceConfig()
         self.val_metrics = SegmentationMetrics(num_classes)
@@ -113,7 +115,7 @@ class SegmentationModule(L.LightningModule):
 
     # -- set-up -----------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
-        if isinstance(self.hparams.class_weight, str) and self.criterion.terms.get("ce") is not None:
+        if isinstance(self.hparams.class_weight, str) and "ce" in self.criterion.terms:
             datamodule = getattr(self.trainer, "datamodule", None)
             if datamodule is None or not hasattr(datamodule, "class_weights"):
                 raise ValueError(f"model.class_weight={self.hparams.class_weight!r} needs the ADE20KDataModule")
@@ -160,8 +162,8 @@ class SegmentationModule(L.LightningModule):
     ) -> torch.Tensor:
         images, masks = batch
         logits = predict_logits(self, images, self.inference, self.hparams.num_classes)
-        loss = self.criterion(logits, masks)["loss"]
-        self.log(f"{prefix}/loss", loss, sync_dist=True, batch_size=len(images))
+        # plain cross-entropy whatever the training loss: cheap at full resolution, comparable across runs
+        self.log(f"{prefix}/loss", self.aux_criterion(logits, masks), sync_dist=True, batch_size=len(images))
         metrics.update(logits, masks)
         if boundary is not None:
             boundary.update(logits, masks)

@@ -253,3 +253,15 @@ def test_precision_accumulation_clipping_and_tensorboard(tmp_path: Path, synthet
     assert cli.trainer.global_step == 2 and cli.trainer.precision == "bf16-mixed"
     assert list(tmp_path.rglob("events.out.tfevents.*"))
     assert cli.model.model.head.classifier.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_class_weights_from_the_data_and_checkpoint_reload(tmp_path: Path, synthetic_root: Path) -> None:
+    from segfpn.analysis.checkpoint import load_trained
+
+    cli = run_cli(["fit", *tiny_args(tmp_path, synthetic_root, max_steps=2), "--model.class_weight=inverse_log",
+                   "--data.sampler=repeat_factor", "--data.repeat_threshold=0.5"])
+    weights = cli.model.criterion.terms["ce"].class_weight
+    present = cli.datamodule.class_stats().pixels > 0
+    assert torch.all(weights[torch.from_numpy(present)] > 0) and torch.all(weights[torch.from_numpy(~present)] == 0)
+    module, _ = load_trained(tmp_path / "checkpoints" / "last.ckpt")  # strict load without the data
+    assert module.hparams.class_weight == "inverse_log"
