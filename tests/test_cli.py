@@ -258,8 +258,15 @@ def test_precision_accumulation_clipping_and_tensorboard(tmp_path: Path, synthet
 def test_class_weights_from_the_data_and_checkpoint_reload(tmp_path: Path, synthetic_root: Path) -> None:
     from segfpn.analysis.checkpoint import load_trained
 
-    cli = run_cli(["fit", *tiny_args(tmp_path, synthetic_root, max_steps=2), "--model.class_weight=inverse_log",
-                   "--data.sampler=repeat_factor", "--data.repeat_threshold=0.5"])
+    cli = run_cli(
+        [
+            "fit",
+            *tiny_args(tmp_path, synthetic_root, max_steps=2),
+            "--model.class_weight=inverse_log",
+            "--data.sampler=repeat_factor",
+            "--data.repeat_threshold=0.5",
+        ]
+    )
     weights = cli.model.criterion.terms["ce"].class_weight
     present = cli.datamodule.class_stats().pixels > 0
     assert torch.all(weights[torch.from_numpy(present)] > 0) and torch.all(weights[torch.from_numpy(~present)] == 0)

@@ -77,3 +77,42 @@ def test_ddp_training_on_two_processes(tmp_path: Path, synthetic_root: Path) -> 
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
     assert ckpt["global_step"] == 4 and ckpt["epoch"] == 1
     assert any("running_mean" in k for k in ckpt["state_dict"])
+
+
+def test_torchrun_recipe_on_two_cpu_processes(tmp_path: Path, synthetic_root: Path) -> None:
+    """experiments/slurm/torchrun.sh starts 2 ranks; Lightning reads torchrun's environment."""
+    import yaml
+
+    config = tmp_path / "job.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "trainer": {
+                    "accelerator": "cpu",
+                    "max_steps": 2,
+                    "default_root_dir": str(tmp_path),
+                    "enable_progress_bar": False,
+                    "logger": False,
+                }
+            }
+        )
+    )
+    args = [
+        a for a in tiny_args(tmp_path, synthetic_root, max_steps=2) if "logger" not in a and "default_root" not in a
+    ]
+    script = Path(__file__).resolve().parents[1] / "experiments" / "slurm" / "torchrun.sh"
+    env = {
+        **os.environ,
+        "GPUS": "2",
+        "MASTER_PORT": "29533",
+        "WANDB_MODE": "offline",
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    }
+    result = subprocess.run(
+        ["bash", str(script), str(config), *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "MEMBER: 2/2" in result.stderr + result.stdout
+    import torch
+
+    assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 2
