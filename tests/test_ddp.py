@@ -62,6 +62,10 @@ def test_ddp_validation_equals_single_process(tmp_path: Path, synthetic_root: Pa
         cwd=tmp_path,
     )
     a, b = _scores(single), _scores(double)
+    print(
+        f"\n1 process: mIoU {a['mIoU']:.6f} aAcc {a['aAcc']:.6f} mAcc {a['mAcc']:.6f}; "
+        f"2 processes: mIoU {b['mIoU']:.6f} aAcc {b['aAcc']:.6f} mAcc {b['mAcc']:.6f}"
+    )
     assert a["confmat"] == b["confmat"], "every pixel must be counted exactly once under DDP"
     for key in ("mIoU", "aAcc", "mAcc"):
         assert a[key] == pytest.approx(b[key], abs=1e-9), key
