@@ -168,3 +168,19 @@ def test_skips_in_dataloader_workers_are_counted_in_the_main_process(tiny_root: 
     assert ds.skipped == []  # the workers skipped, not this process
     with pytest.warns(UserWarning, match="1 corrupt samples skipped"):
         assert ds.report_skipped() == 1
+
+
+def test_embedded_dataset_is_deterministic_and_rewritten_cleanly(tmp_path: Path) -> None:
+    from segfpn.datasets import generate_dataset
+
+    a = generate_dataset(tmp_path / "a", num_train=3, num_val=2, progress=False)
+    b = generate_dataset(tmp_path / "b", num_train=3, num_val=2, progress=False)
+    for f in sorted(a.rglob("ADE_*")):
+        assert f.read_bytes() == (b / f.relative_to(a)).read_bytes()
+    generate_dataset(a, num_train=2, num_val=1, progress=False)  # other settings: no stale files left
+    assert len(list((a / "images" / "training").iterdir())) == 2
+    assert len(ADE20KDataset(a, "validation")) == 1
+    from segfpn.datasets.synthetic import CLASS_VALUES
+
+    values = set(np.unique(np.asarray(Image.open(sorted((a / "annotations" / "training").iterdir())[0]))).tolist())
+    assert values <= {0, *CLASS_VALUES} and len(values) >= 3

@@ -81,8 +81,11 @@ def generate_dataset(
     if marker.is_file() and marker.read_text() == signature:
         return root
     for split, count, offset in (("training", num_train, 0), ("validation", num_val, 1_000_000)):
-        (root / "images" / split).mkdir(parents=True, exist_ok=True)
-        (root / "annotations" / split).mkdir(parents=True, exist_ok=True)
+        for kind in ("images", "annotations"):
+            folder = root / kind / split
+            folder.mkdir(parents=True, exist_ok=True)
+            for stale in folder.glob("ADE_*"):  # a dataset written with other settings
+                stale.unlink()
         prefix = "ADE_train" if split == "training" else "ADE_val"
         for i in tqdm(range(count), desc=f"synthetic ADE20K {split}", disable=not progress):
             image, ann = make_sample(np.random.default_rng(seed * 10_000_019 + offset + i), size_range)
