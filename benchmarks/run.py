@@ -3,7 +3,8 @@
     python -m benchmarks.run                 # everything at 512x512 (about 15 min on 2 CPU cores)
     python -m benchmarks.run --quick         # smaller sizes (a few minutes)
     python -m benchmarks.run --only data metric
-Results: ``benchmarks/results/<section>.{json,csv}`` and ``benchmarks/results/README.md``.
+Results: ``benchmarks/results/<table>.{json,csv,md}``; ``README.md`` there gathers every table measured so far,
+each under the machine and date of its own run (``--only`` re-measures some and keeps the others).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ SECTIONS = {
     "metric": "benchmarks.metric_cost",
     "inference": "benchmarks.inference_modes",
 }
+# Tables in report order (the model section writes two).
+TABLES = ("machine", "model", "model_ratios", "loop", "data", "metric", "inference")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -39,10 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    report = [
-        f"# segfpn benchmarks\n\n{machine_name()}; {'quick' if args.quick else 'full'} run, "
-        f"{time.strftime('%Y-%m-%d %H:%M')}\n"
-    ]
+    stamp = f"{machine_name()}; {'quick' if args.quick else 'full'} run, {time.strftime('%Y-%m-%d %H:%M')}"
     for name in args.only or list(SECTIONS):
         print(f"== {name}", flush=True)
         module = importlib.import_module(SECTIONS[name])
@@ -57,7 +57,9 @@ def main(argv: list[str] | None = None) -> None:
             print(text, flush=True)
             (args.out / f"{table_name}.json").write_text(json.dumps(table, indent=2))
             write_csv(table, args.out / f"{table_name}.csv")
-            report.append(f"## {table_name}\n\n```\n{text}\n```\n")
+            (args.out / f"{table_name}.md").write_text(f"## {table_name}\n\n{stamp}\n\n```\n{text}\n```\n")
+    fragments = [args.out / f"{t}.md" for t in TABLES]
+    report = ["# segfpn benchmarks\n"] + [f.read_text() for f in fragments if f.is_file()]
     (args.out / "README.md").write_text("\n".join(report))
     print(f"wrote {args.out}/")
 
