@@ -21,7 +21,8 @@ def cost_table(
 ) -> list[dict]:
     """One row per variant (``name -> SegmentationModel kwargs`` on top of ``base``), with each one's
     overhead against the first variant in percent. Latencies are medians over ``rounds`` rounds that time
-    every variant once, so slow drifts of a shared machine hit all variants alike."""
+    every variant once, so slow drifts of a shared machine hit all variants alike; ``latency_spread_%`` is
+    half the range of a variant's rounds: a latency overhead smaller than it is noise."""
     models, rows = {}, []
     for name, overrides in variants.items():
         torch.manual_seed(0)
@@ -37,7 +38,9 @@ def cost_table(
             for name, model in models.items():
                 times[name].append(measure_latency(model, input_size, repeats=1, warmup=0))
         for row in rows:
-            row["latency_ms"] = 1e3 * statistics.median(times[row["variant"]])
+            samples = times[row["variant"]]
+            row["latency_ms"] = 1e3 * statistics.median(samples)
+            row["latency_spread_%"] = 100 * (max(samples) - min(samples)) / 2 / statistics.median(samples)
         keys.append("latency_ms")
     first = rows[0]
     for row in rows:

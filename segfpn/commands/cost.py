@@ -45,8 +45,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--size", type=int, nargs=2, default=[512, 512], metavar=("H", "W"))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-latency", action="store_true")
+    parser.add_argument("--rounds", type=int, default=5, help="latency rounds (more: less noise)")
     parser.add_argument("--csv", type=Path)
     args = parser.parse_args(argv)
+    if args.rounds < 1:
+        parser.error(f"--rounds must be at least 1, got {args.rounds}")
     if args.experiment:
         experiment = Experiment.load(args.experiment)
         variants = {v: experiment.model_overrides(v) for v in experiment.variants}
@@ -54,7 +57,9 @@ def main(argv: list[str] | None = None) -> None:
         base = {"backbone_name": base.get("backbone_name", args.backbone)}
     else:
         variants, base = PRESETS[args.preset], {"backbone_name": args.backbone}
-    rows = cost_table(variants, tuple(args.size), latency=not args.no_latency, device=args.device, base=base)
+    rows = cost_table(
+        variants, tuple(args.size), latency=not args.no_latency, device=args.device, base=base, rounds=args.rounds
+    )
     print(f"{base['backbone_name']} at {args.size[0]}x{args.size[1]} on {args.device}")
     print(format_table(rows, list(rows[0])))
     if args.csv:
