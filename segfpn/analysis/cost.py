@@ -21,8 +21,9 @@ def cost_table(
 ) -> list[dict]:
     """One row per variant (``name -> SegmentationModel kwargs`` on top of ``base``), with each one's
     overhead against the first variant in percent. Latencies are medians over ``rounds`` rounds that time
-    every variant once, so slow drifts of a shared machine hit all variants alike; ``latency_spread_%`` is
-    half the range of a variant's rounds: a latency overhead smaller than it is noise."""
+    every variant once, in a rotating order, so slow drifts of a shared machine hit all variants alike;
+    ``latency_spread_%`` is half the interquartile range of a variant's rounds: a latency overhead smaller
+    than it is noise."""
     models, rows = {}, []
     for name, overrides in variants.items():
         torch.manual_seed(0)
@@ -34,13 +35,15 @@ def cost_table(
         times: dict[str, list[float]] = {name: [] for name in models}
         for model in models.values():  # warm-up
             measure_latency(model, input_size, repeats=1, warmup=1)
-        for _ in range(rounds):
-            for name, model in models.items():
-                times[name].append(measure_latency(model, input_size, repeats=1, warmup=0))
+        names = list(models)
+        for r in range(rounds):
+            for name in names[r % len(names) :] + names[: r % len(names)]:  # rotated: no variant always first
+                times[name].append(measure_latency(models[name], input_size, repeats=1, warmup=1))
         for row in rows:
             samples = times[row["variant"]]
             row["latency_ms"] = 1e3 * statistics.median(samples)
-            row["latency_spread_%"] = 100 * (max(samples) - min(samples)) / 2 / statistics.median(samples)
+            q1, _, q3 = statistics.quantiles(samples, n=4) if len(samples) > 1 else (samples[0],) * 3
+            row["latency_spread_%"] = 100 * (q3 - q1) / 2 / statistics.median(samples)
         keys.append("latency_ms")
     first = rows[0]
     for row in rows:
