@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from benchmarks.common import interleaved
+from benchmarks.machine import cpu_bf16_native, fp32_ceiling
 
 SMP_NAMES = {
     "convnext_tiny": "tu-convnext_tiny",
@@ -128,13 +129,17 @@ def run(device: str = "cpu", quick: bool = False, backbones: list[str] | None = 
                 cfg = Config(framework, backbone, size, batch, variant, rounds, device)
                 print(f"  model: {framework} {backbone} {variant} {size}px ...", flush=True)
                 rows.append(measure_in_subprocess(cfg))
-    # bf16 autocast: the fast path on GPUs; on CPUs without bf16 units it is emulated, so only a tiny check
-    bf16_size = size if device.startswith("cuda") else 128
+    # bf16 autocast: the fast path on GPUs and CPUs with bf16 units; elsewhere it is emulated: a tiny check only
+    bf16_size = size if device.startswith("cuda") or cpu_bf16_native() else 128
     for framework in ("segfpn", "smp"):
         for variant in ("fp32", "bf16"):
             cfg = Config(framework, "pvt_v2_b0", bf16_size, batch, variant, 2, device)
             print(f"  model: {framework} pvt_v2_b0 {variant} {bf16_size}px ...", flush=True)
             rows.append(measure_in_subprocess(cfg))
+    ceiling = fp32_ceiling(device)  # measured in this run, after the models, on the same machine state
+    for row in rows:
+        row["forward_of_ceiling"] = row["forward_gflops_per_s"] / ceiling
+        row["train_of_ceiling"] = row["train_gflops_per_s"] / ceiling
     return rows
 
 
