@@ -108,6 +108,24 @@ def test_feature_maps_and_cost_commands(tmp_path: Path, synthetic_root: Path, ca
     assert all(0 <= float(r[spread]) < 100 for r in rows.values())
 
 
+def test_feature_maps_are_cropped_to_the_image() -> None:
+    """A 64x75 input is padded to 64x96: each level keeps the columns that cover the image (ceil), the padding
+    band goes; same arithmetic for an ADE20K-sized 512x683 image padded to 512x704."""
+    import torch
+
+    from segfpn.models import SegmentationModel
+    from segfpn.utils.visualize import crop_to_image
+
+    torch.manual_seed(0)
+    model = SegmentationModel(num_classes=5, backbone_name="pvt_v2_b0").eval()
+    x = torch.randn(1, 3, 64, 75)  # padded to 64x96
+    with torch.no_grad():
+        levels = model.extract_fpn_features(x)
+    cropped = [crop_to_image(f, (64, 75), (64, 96)) for f in levels]
+    assert [tuple(f.shape[-2:]) for f in cropped] == [(16, 19), (8, 10), (4, 5), (2, 3)]
+    assert crop_to_image(torch.zeros(128, 176), (512, 683), (512, 704)).shape == (128, 171)
+
+
 def test_summary_command(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
     main(["summary", "--backbones", "pvt_v2_b0", "--size", "64", "64", "--features", "--csv", str(tmp_path / "s.csv")])
     out = capsys.readouterr().out

@@ -50,11 +50,16 @@ def main(argv: list[str] | None = None) -> None:
         model.head(pyramid)
     args.out.mkdir(parents=True, exist_ok=True)
     written = [args.out / "backbone_features.png", args.out / "fpn_features.png"]
-    plt.close(plot_feature_maps(backbone, args.channel, "C", save_path=written[0]))
-    plt.close(plot_feature_maps(pyramid, args.channel, "P", save_path=written[1]))
+    image_size = tuple(x.shape[-2:])
+    sizes = {
+        "image_size": image_size,
+        "input_size": tuple(-(-s // model.size_divisor) * model.size_divisor for s in image_size),
+    }
+    plt.close(plot_feature_maps(backbone, args.channel, "C", save_path=written[0], **sizes))
+    plt.close(plot_feature_maps(pyramid, args.channel, "P", save_path=written[1], **sizes))
     maps = [m.last_map for m in model.neck.attention if getattr(m, "last_map", None) is not None]
     fusion = getattr(model.head.fusion, "last_map", None)
     if maps or fusion is not None:
         written.append(args.out / "attention_maps.png")
-        plt.close(plot_attention_maps(maps, fusion, save_path=written[-1]))
+        plt.close(plot_attention_maps(maps, fusion, save_path=written[-1], **sizes))
     print("wrote " + ", ".join(map(str, written)))
