@@ -26,7 +26,7 @@ def to_labels(logits_or_labels: torch.Tensor, size: torch.Size | None = None) ->
     if logits_or_labels.dim() == 4:
         if size is not None and logits_or_labels.shape[-2:] != size:
             logits_or_labels = F.interpolate(logits_or_labels.float(), size=size, mode="bilinear", align_corners=False)
-        # same first-maximum indices as argmax(1), ~40% faster on NCHW logits on the CPU (benchmarks/metric_cost.py)
+        # same first-maximum indices as argmax(1); 25-40% faster on NCHW logits on the CPU (150 x 512 x 512..683)
         return logits_or_labels.max(1).indices
     if logits_or_labels.dim() == 3:
         return logits_or_labels.long()

@@ -90,11 +90,15 @@ class SegmentationModel(nn.Module):
         if not x.is_floating_point():
             raise TypeError(f"SegmentationModel expects a floating-point image tensor, got {x.dtype}")
 
+    def padded_size(self, h: int, w: int) -> tuple[int, int]:
+        """The size an ``h x w`` input is padded to (bottom/right) before the backbone: multiples of its stride."""
+        d = self.size_divisor
+        return -(-h // d) * d, -(-w // d) * d
+
     def _pad(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
-        d = self.size_divisor
-        ph, pw = (-h) % d, (-w) % d
-        return F.pad(x, (0, pw, 0, ph)) if ph or pw else x
+        ph, pw = self.padded_size(h, w)
+        return F.pad(x, (0, pw - w, 0, ph - h)) if (ph, pw) != (h, w) else x
 
     def extract_backbone_features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The backbone's four NCHW maps (strides 4/8/16/32 of the input padded to a multiple of 32)."""
@@ -114,7 +118,7 @@ class SegmentationModel(nn.Module):
         return out
 
     def _to_input_size(self, logits: torch.Tensor, h: int, w: int) -> torch.Tensor:
-        ph, pw = -(-h // self.size_divisor) * self.size_divisor, -(-w // self.size_divisor) * self.size_divisor
+        ph, pw = self.padded_size(h, w)
         # NCHW full-resolution logits, also for a channels_last model: cross-entropy on channels-last logits is
         # 2-3x slower on the CPU (train step at 2x512x512: upsample + CE 735 -> 558 ms; validation image 380 -> 309
         # ms); the copy here is of the 4x smaller logits. Only a bare argmax (predict) was faster channels-last.
