@@ -151,7 +151,10 @@ class SegmentationModule(L.LightningModule):
         return loss
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        self.log("train/lr", self.trainer.optimizers[0].param_groups[-1]["lr"], batch_size=1)
+        lrs = {group["name"]: group["lr"] for group in self.trainer.optimizers[0].param_groups}
+        self.log("train/lr", lrs["decoder"], batch_size=1)  # model.lr x schedule
+        if "backbone" in lrs and self.hparams.backbone_lr_mult != 1.0:
+            self.log("train/lr_backbone", lrs["backbone"], batch_size=1)
 
     def _evaluate(
         self,

@@ -4,6 +4,7 @@ W&B offline logging, config saving and bad configuration values."""
 from __future__ import annotations
 
 import copy
+import csv
 from pathlib import Path
 
 import numpy as np
@@ -127,6 +128,16 @@ def test_resume_continues_from_the_saved_step_with_identical_optimizer_state(
     run_cli(["fit", *tiny_args(tmp_path / "fresh", synthetic_root, max_steps=12)])
     assert len(fresh_orders) == 3 and resumed_orders == fresh_orders[1:], "resumed epochs must see the same data"
     assert fresh_orders[0] != fresh_orders[1]
+
+
+def test_logged_lrs_follow_the_schedule_and_backbone_multiplier(tmp_path: Path, synthetic_root: Path) -> None:
+    args = tiny_args(tmp_path, synthetic_root, max_steps=4)
+    run_cli(["fit", *args, "--model.backbone_lr_mult=0.1", "--model.max_iters=4", "--trainer.limit_val_batches=0"])
+    rows = [r for r in csv.DictReader(open(next(tmp_path.glob("version_*/metrics.csv")))) if r["train/lr"]]
+    lr = [float(r["train/lr"]) for r in rows]
+    # poly (power 0.9) over max_iters=4, base lr 1e-3: step k has 1e-3 * (1 - k/4) ** 0.9
+    assert lr == pytest.approx([1e-3 * (1 - k / 4) ** 0.9 for k in range(4)], rel=1e-5)
+    assert [float(r["train/lr_backbone"]) for r in rows] == pytest.approx([0.1 * v for v in lr], rel=1e-5)
 
 
 def test_wandb_offline_run_folder_holds_logged_keys(
