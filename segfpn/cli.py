@@ -14,6 +14,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from segfpn.callbacks import BestAndLastCheckpoint, GradientMonitor, PredictionWriter, WandbMedia
 from segfpn.datasets.datamodule import ADE20KDataModule
 from segfpn.module import SegmentationModule
+from segfpn.preemption import SlurmRequeue
 from segfpn.wandb_setup import configure_wandb_mode
 
 # Commands that are not LightningCLI subcommands: name -> "module:function" taking argv.
@@ -54,6 +55,7 @@ class SegFPNCLI(LightningCLI):
         parser.add_lightning_class_args(GradientMonitor, "grad_monitor")
         parser.add_lightning_class_args(WandbMedia, "wandb_media")
         parser.add_lightning_class_args(PredictionWriter, "predictions")
+        parser.add_lightning_class_args(SlurmRequeue, "slurm_requeue")
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
