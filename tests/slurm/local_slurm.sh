@@ -62,6 +62,15 @@ CONF
 }
 
 stop() {
+  # cancel what is still queued or running (a hung job would keep its ranks, and their port, alive), then the daemons
+  if [ -f "$dir/slurm.conf" ]; then
+    export SLURM_CONF="$dir/slurm.conf"
+    scancel --quiet --user=root 2>/dev/null || true
+    for _ in $(seq 20); do
+      [ -z "$(squeue -h 2>/dev/null)" ] && break
+      sleep 1
+    done
+  fi
   for pidfile in "$dir/slurmd.pid" "$dir/slurmctld.pid"; do
     [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null || true
   done
