@@ -41,24 +41,30 @@ def fake_slurm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return calls
 
 
-def test_signal_saves_at_the_step_boundary_stops_and_requeues(
-    tmp_path: Path, synthetic_root: Path, fake_slurm: Path
-) -> None:
+def _fit(root: Path, data_root: Path, max_steps: int, callbacks: list[L.Callback]) -> L.Trainer:
+    """A tiny real training run in ``root``."""
     torch.manual_seed(0)
     module = SegmentationModule(backbone_name="pvt_v2_b0", fpn_channels=16, head_channels=16, lr=1e-3)
-    data = ADE20KDataModule(str(synthetic_root), batch_size=2, num_workers=0, crop_size=64, scale=(128, 64))
-    before = signal.getsignal(signal.SIGUSR1)
+    data = ADE20KDataModule(str(data_root), batch_size=2, num_workers=0, crop_size=64, scale=(128, 64))
     trainer = L.Trainer(
         accelerator="cpu",
-        max_steps=10,
+        max_steps=max_steps,
         limit_val_batches=0,
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
-        default_root_dir=tmp_path,
-        callbacks=[SlurmRequeue(), _SignalAt(2)],
+        default_root_dir=root,
+        callbacks=callbacks,
     )
     trainer.fit(module, datamodule=data)
+    return trainer
+
+
+def test_signal_saves_at_the_step_boundary_stops_and_requeues(
+    tmp_path: Path, synthetic_root: Path, fake_slurm: Path
+) -> None:
+    before = signal.getsignal(signal.SIGUSR1)
+    trainer = _fit(tmp_path, synthetic_root, 10, [SlurmRequeue(), _SignalAt(2)])
     assert trainer.global_step == 3  # the step that was running when the signal came is finished, no more
     saved = torch.load(tmp_path / "hpc_ckpt_1.ckpt", weights_only=False)
     assert saved["global_step"] == 3
@@ -67,21 +73,8 @@ def test_signal_saves_at_the_step_boundary_stops_and_requeues(
 
 
 def test_without_slurm_the_callback_does_nothing(tmp_path: Path, synthetic_root: Path) -> None:
-    torch.manual_seed(0)
-    module = SegmentationModule(backbone_name="pvt_v2_b0", fpn_channels=16, head_channels=16, lr=1e-3)
-    data = ADE20KDataModule(str(synthetic_root), batch_size=2, num_workers=0, crop_size=64, scale=(128, 64))
     callback = SlurmRequeue()
-    trainer = L.Trainer(
-        accelerator="cpu",
-        max_steps=2,
-        limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        default_root_dir=tmp_path,
-        callbacks=[callback],
-    )
-    trainer.fit(module, datamodule=data)
+    trainer = _fit(tmp_path, synthetic_root, 2, [callback])
     assert trainer.global_step == 2 and not callback._installed and not list(tmp_path.glob("hpc_ckpt_*"))
 
 
