@@ -70,9 +70,14 @@ def visualize_batch(
     return _save(fig, save_path)
 
 
-def crop_to_image(feature: torch.Tensor, image_size: tuple[int, int], input_size: tuple[int, int]) -> torch.Tensor:
+def crop_to_image(
+    feature: torch.Tensor, image_size: tuple[int, int] | None, input_size: tuple[int, int] | None
+) -> torch.Tensor:
     """The part of a ``[..., h, w]`` map computed from an ``input_size`` input that covers the ``image_size``
-    image (the rest saw only the padding that SegmentationModel adds to reach a multiple of its stride)."""
+    image (the rest saw only the padding that SegmentationModel adds to reach a multiple of its stride);
+    the whole map when either size is not given."""
+    if image_size is None or input_size is None:
+        return feature
     h, w = feature.shape[-2:]
     rows = -(-image_size[0] * h // input_size[0])
     cols = -(-image_size[1] * w // input_size[1])
@@ -91,9 +96,7 @@ def plot_feature_maps(
     With ``image_size`` and the padded ``input_size``, each map is cropped to the image (no padding band)."""
     fig, axes = plt.subplots(2, len(features), figsize=(3.6 * len(features), 6.5), squeeze=False)
     for i, feat in enumerate(features):
-        f = feat[0].detach().float().cpu()
-        if image_size is not None and input_size is not None:
-            f = crop_to_image(f, image_size, input_size)
+        f = crop_to_image(feat[0].detach().float().cpu(), image_size, input_size)
         axes[0, i].imshow(f[channel].numpy(), cmap="viridis")
         axes[0, i].set_title(f"{title}{i} channel {channel} {tuple(f.shape[-2:])}")
         axes[1, i].imshow(f.mean(0).numpy(), cmap="magma")
@@ -113,10 +116,6 @@ def plot_attention_maps(
 ) -> Figure:
     """Attention of sample 0: per FPN level its spatial map (CBAM) or channel gates (SE), and the head's
     per-level fusion weights when present; spatial maps cropped to the image as in :func:`plot_feature_maps`."""
-
-    def crop(a: torch.Tensor) -> torch.Tensor:
-        return crop_to_image(a, image_size, input_size) if image_size and input_size else a
-
     n = len(level_maps) + (len(fusion[0]) if fusion is not None else 0)
     fig, axes = plt.subplots(1, max(n, 1), figsize=(3.4 * max(n, 1), 3.4), squeeze=False)
     axes = list(axes[0])
@@ -127,13 +126,13 @@ def plot_attention_maps(
             ax.bar(range(a.shape[0]), a.flatten().numpy(), width=1.0)
             ax.set_title(f"P{i} channel gates")
         else:
-            ax.imshow(crop(a[0]).numpy(), cmap="inferno", vmin=0, vmax=1)
+            ax.imshow(crop_to_image(a[0], image_size, input_size).numpy(), cmap="inferno", vmin=0, vmax=1)
             ax.set_title(f"P{i} spatial attention")
             ax.axis("off")
     if fusion is not None:
         for level, w in enumerate(fusion[0].float().cpu()):
             ax = axes.pop(0)
-            ax.imshow(crop(w).numpy(), cmap="viridis", vmin=0, vmax=1)
+            ax.imshow(crop_to_image(w, image_size, input_size).numpy(), cmap="viridis", vmin=0, vmax=1)
             ax.set_title(f"fusion weight P{level}")
             ax.axis("off")
     fig.tight_layout()
