@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from segfpn.models import FPN, TESTED_BACKBONES, SegmentationModel, list_backbones
+from segfpn.models.backbone import TimmBackbone
 
 
 @pytest.fixture(scope="module", params=TESTED_BACKBONES)
@@ -166,3 +167,53 @@ def test_bad_input_tensor_errors(bad: torch.Tensor, match: str) -> None:
 def test_pretrained_without_network_names_the_alternative() -> None:
     with pytest.raises(RuntimeError, match="pretrained_path"):
         SegmentationModel(backbone_name="pvt_v2_b0", pretrained=True)
+
+
+@pytest.mark.parametrize(
+    "name, stem_stride",
+    [
+        ("resnet18", 2),
+        ("resnet50c", 2),
+        ("convnext_atto", 4),
+        ("pvt_v2_b0", 4),
+        ("swin_tiny_patch4_window7_224", 4),
+        ("efficientnet_b0", 2),
+        ("mobilenetv3_small_100", 2),
+        ("regnetx_002", 2),
+    ],
+)
+def test_backbone_levels_are_chosen_by_stride(name: str, stem_stride: int) -> None:
+    """Whatever timm lists first (a ResNet's stride-2 stem), the FPN gets the levels of stride 4/8/16/32, with the
+    channels timm reports for them, and the maps really have those strides."""
+    torch.manual_seed(0)
+    backbone = TimmBackbone(name, img_size=64)
+    info = backbone.body.model.feature_info
+    assert info[0]["reduction"] == stem_stride
+    expected = {level["reduction"]: level["num_chs"] for level in info}
+    assert backbone.strides == [4, 8, 16, 32]
+    assert backbone.channels == [expected[s] for s in (4, 8, 16, 32)]
+    with torch.no_grad():
+        feats = backbone(torch.randn(1, 3, 64, 96))
+    expected_shapes = [(c, 64 // s, 96 // s) for c, s in zip(backbone.channels, (4, 8, 16, 32))]
+    assert [tuple(f.shape[1:]) for f in feats] == expected_shapes
+
+
+def test_resnet_segmentation_model_starts_at_layer1() -> None:
+    model = SegmentationModel(num_classes=3, backbone_name="resnet18").eval()
+    assert model.backbone.body.feature_info.module_name() == ["layer1", "layer2", "layer3", "layer4"]
+    assert model(torch.randn(1, 3, 64, 64))["p0"].shape == (1, 3, 64, 64)
+
+
+def test_single_scale_backbone_is_rejected_with_its_strides() -> None:
+    with pytest.raises(ValueError, match=r"'vit_tiny_patch16_224' has no feature level of stride 4/8/32.*strides 16"):
+        TimmBackbone("vit_tiny_patch16_224")
+
+
+def test_frozen_stages_include_the_blocks_between_levels() -> None:
+    """EfficientNet's blocks.3 runs between the stride-8 and the stride-16 level: it belongs to stage 3."""
+    backbone = TimmBackbone("efficientnet_b0", frozen_stages=2)
+    params = dict(backbone.body.named_parameters())
+    trainable = {n.split(".")[2] for n, p in params.items() if p.requires_grad and n.startswith("model.blocks.")}
+    assert trainable == {"3", "4", "5", "6"}
+    assert not params["model.conv_stem.weight"].requires_grad
+    assert not params["model.blocks.2.0.conv_pw.weight"].requires_grad

@@ -1,4 +1,4 @@
-"""timm backbones that return four NCHW feature maps (strides 4/8/16/32)."""
+"""timm backbones that return four NCHW feature maps (strides 4/8/16/32), chosen from timm's ``feature_info``."""
 
 from __future__ import annotations
 
@@ -9,12 +9,16 @@ from pathlib import Path
 
 import timm
 import torch
+from timm.models._features import FeatureGetterNet
 from torch import nn
 
 log = logging.getLogger(__name__)
 
 # Backbones whose shapes, padding and checkpoints are covered by segfpn's tests.
 TESTED_BACKBONES: tuple[str, ...] = ("convnext_tiny", "pvt_v2_b0", "swin_tiny_patch4_window7_224")
+
+# The strides the FPN expects, finest first.
+FPN_STRIDES: tuple[int, ...] = (4, 8, 16, 32)
 
 # Families whose windows/position tables are built for one image size: we build them for the
 # training crop and let them accept other sizes (multiples of the stride) at inference.
@@ -26,6 +30,23 @@ def list_backbones(pattern: str = "*", tested_only: bool = False) -> list[str]:
     if tested_only:
         return list(TESTED_BACKBONES)
     return timm.list_models(pattern)
+
+
+def stride_indices(name: str, feature_info: Sequence[dict], strides: Sequence[int] = FPN_STRIDES) -> tuple[int, ...]:
+    """Indices of timm's ``feature_info`` levels with the given reductions (the deepest level of each stride)."""
+    found = {int(level["reduction"]): i for i, level in enumerate(feature_info)}
+    missing = [s for s in strides if s not in found]
+    if missing:
+        first = {}
+        for level in feature_info:
+            first.setdefault(int(level["reduction"]), level["module"])
+        has = ", ".join(f"{s} ({module})" for s, module in first.items())
+        raise ValueError(
+            f"backbone_name={name!r} has no feature level of stride {'/'.join(map(str, missing))}: the FPN needs "
+            f"strides {'/'.join(map(str, strides))}; timm's feature_info of {name!r} has strides {has}"
+            + (" (a single-scale model such as a plain ViT does not fit)" if len(found) == 1 else "")
+        )
+    return tuple(found[s] for s in strides)
 
 
 def _check_name(name: str) -> None:
@@ -47,7 +68,8 @@ class TimmBackbone(nn.Module):
             original-repository key names; missing/unexpected keys are logged.
         img_size: input size the model is built for (Swin-style models only; other sizes still work).
         frozen_stages: -1 trains everything; 0 freezes the stem; k freezes the stem and stages 1..k.
-        out_indices: which feature levels to return (four are needed by the FPN).
+        out_indices: which of timm's feature levels to return; ``None`` picks the levels of stride 4/8/16/32
+            from the model's ``feature_info`` (for a ResNet: ``layer1``..``layer4``, not the stride-2 stem).
         drop_path_rate: stochastic depth rate passed to timm.
     """
 
@@ -58,7 +80,7 @@ class TimmBackbone(nn.Module):
         pretrained_path: str | None = None,
         img_size: int = 512,
         frozen_stages: int = -1,
-        out_indices: Sequence[int] = (0, 1, 2, 3),
+        out_indices: Sequence[int] | None = None,
         drop_path_rate: float = 0.0,
     ) -> None:
         super().__init__()
@@ -67,14 +89,9 @@ class TimmBackbone(nn.Module):
         if name.split("_")[0] in _IMG_SIZE_FAMILIES:
             kwargs.update(img_size=img_size, strict_img_size=False)
         try:
-            self.body = timm.create_model(
-                name,
-                pretrained=pretrained,
-                features_only=True,
-                out_indices=tuple(out_indices),
-                feature_cls="getter",
-                **kwargs,
-            )
+            # The full model is built once; the feature wrapper is what ``features_only=True, feature_cls="getter"``
+            # would build, but with the levels chosen from feature_info (unknown before the model exists).
+            model = timm.create_model(name, pretrained=pretrained, **kwargs)
         except Exception as err:  # hub/network errors come in many types
             if not pretrained:
                 raise
@@ -83,6 +100,8 @@ class TimmBackbone(nn.Module):
                 "Without network access, pass pretrained=False and pretrained_path=<local .pth or "
                 ".safetensors backbone checkpoint> instead."
             ) from err
+        indices = tuple(out_indices) if out_indices is not None else stride_indices(name, model.feature_info)
+        self.body = FeatureGetterNet(model, out_indices=indices, output_fmt="NCHW")
         self.name = name
         self.channels: list[int] = self.body.feature_info.channels()
         self.strides: list[int] = self.body.feature_info.reduction()
@@ -136,9 +155,21 @@ class TimmBackbone(nn.Module):
     def _frozen_parameters(self) -> list[nn.Parameter]:
         if self.frozen_stages < 0:
             return []
-        stage_modules = [f"model.{m}" for m in self.body.feature_info.module_name()]
-        trainable = tuple(p + "." for p in stage_modules[self.frozen_stages :])
-        return [p for n, p in self.body.named_parameters() if not n.startswith(trainable)]
+        return [p for stage, p in self._parameter_stages() if stage <= self.frozen_stages]
+
+    def _parameter_stages(self) -> list[tuple[int, nn.Parameter]]:
+        """Each parameter's stage: 0 = stem (before the first level); k = level k's module and the modules
+        between level k-1 and it (EfficientNet's ``blocks.3`` runs before the stride-16 level ``blocks.4``)."""
+        prefixes = [f"model.{m}." for m in self.body.feature_info.module_name()]
+        passed, stages = 0, []
+        for name, p in self.body.named_parameters():
+            level = next((k for k, prefix in enumerate(prefixes) if name.startswith(prefix)), None)
+            if level is not None:
+                passed = level + 1
+                stages.append((passed, p))
+            else:
+                stages.append((passed + 1 if passed else 0, p))
+        return stages
 
     def _freeze(self) -> None:
         for p in self._frozen_parameters():
