@@ -26,6 +26,7 @@ TOOLS = {
     "experiment": "segfpn.commands.experiment:main",
     "analyze": "segfpn.commands.analyze:main",
     "report": "segfpn.commands.report:main",
+    "convert": "segfpn.commands.convert:main",
 }
 
 

@@ -1,0 +1,29 @@
+"""``segfpn convert SRC``: import a published Semantic FPN checkpoint (mmsegmentation 0.x/1.x, PVTv2-Seg) as a
+segfpn checkpoint plus its YAML config, and report every key that did not map."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from segfpn.analysis.convert import save_converted, validate_command
+from segfpn.models.convert import convert_state_dict, read_checkpoint
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="segfpn convert", description=__doc__)
+    parser.add_argument("source", type=Path, help="mmseg or PVTv2-Seg checkpoint (.pth)")
+    parser.add_argument("--out", type=Path, help="segfpn checkpoint to write (default: converted/<source>.ckpt)")
+    parser.add_argument("--strict", action="store_true", help="fail when a key does not map either way")
+    args = parser.parse_args(argv)
+    state, meta, layout = read_checkpoint(args.source)
+    conversion = convert_state_dict(state, meta, layout)
+    print(conversion.report())
+    if args.strict and (conversion.unmapped or conversion.unfilled):
+        raise SystemExit(
+            f"--strict: {len(conversion.unmapped)} source keys not mapped, {len(conversion.unfilled)} model keys "
+            "not filled (listed above); nothing written"
+        )
+    out = args.out or Path("converted") / f"{args.source.stem}.ckpt"
+    ckpt, config = save_converted(conversion, out, args.source)
+    print(f"wrote {ckpt} and {config}\nevaluate with:\n  {validate_command(ckpt, config)}")
