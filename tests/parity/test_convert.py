@@ -6,7 +6,6 @@ mmseg 0.x, PVTv2-Seg), converted, and the converted segfpn model's logits are co
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 import types
@@ -23,6 +22,7 @@ from torch import nn
 from segfpn.analysis.convert import save_converted
 from segfpn.cli import main as segfpn_main
 from segfpn.datasets.ade20k_classes import ADE20K_CLASSES
+from segfpn.models import SegmentationModel
 from segfpn.models.convert import convert_state_dict, read_checkpoint
 from segfpn.module import SegmentationModule
 from tests.test_backbone_weights import _to_original_pvt_keys
@@ -200,13 +200,31 @@ def test_convert_reports_unmapped_keys_and_fills(mmseg_r50: tuple[nn.Module, str
     assert "auxiliary_head.conv_seg.weight" in report and "head.scale_heads.3.2.1.running_mean" in report
 
 
-def test_resnet_variant_is_read_from_the_key_structure_not_shapes(mmseg_r50: tuple[nn.Module, str]) -> None:
-    """ResNetV1d (deep stem + avg_down: downsample.{1,2}) has the same shapes as V1c and must become resnet50d."""
-    model, _ = mmseg_r50
-    shift = re.compile(r"\.downsample\.(\d)\.")
-    v1d = {shift.sub(lambda m: f".downsample.{int(m.group(1)) + 1}.", k): v for k, v in model.state_dict().items()}
-    assert convert_state_dict(model.state_dict()).model_args["backbone_name"] == "resnet50c"
-    assert convert_state_dict(v1d).model_args["backbone_name"] == "resnet50d"
+@pytest.mark.parametrize(
+    "mmseg_class, depth, timm_name",
+    [("ResNetV1c", 101, "resnet101c"), ("ResNetV1d", 50, "resnet50d"), ("ResNet", 50, "resnet50")],
+)
+def test_other_mmseg_resnets_map_onto_their_timm_variant(
+    mmseg_r50: tuple[nn.Module, str], mmseg_class: str, depth: int, timm_name: str
+) -> None:
+    """The variant comes from the key structure (V1d = V1c's shapes plus avg_down: a different network), and the
+    converted backbone's features equal mmseg's (small input: the R-50 tests cover the full-size logits)."""
+    from mmseg.models import backbones
+
+    torch.manual_seed(0)
+    reference = getattr(backbones, mmseg_class)(depth=depth)
+    x = torch.randn(1, 3, 64, 96)
+    _randomise_norms(reference, lambda: reference(x))
+    state = {f"backbone.{k}": v for k, v in reference.state_dict().items()}
+    state.update({k: v for k, v in mmseg_r50[0].state_dict().items() if not k.startswith("backbone.")})
+    conversion = convert_state_dict(state)
+    assert conversion.model_args["backbone_name"] == timm_name
+    assert conversion.unmapped == {} and conversion.unfilled == []
+    model = SegmentationModel(**conversion.model_args).eval()
+    model.load_state_dict(conversion.state_dict)
+    with torch.no_grad():
+        for ours, theirs in zip(model.backbone(x), reference(x)):
+            torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5 * max(1.0, theirs.abs().max().item()))
 
 
 def test_real_cli_validates_a_converted_checkpoint(
