@@ -244,6 +244,26 @@ def test_real_cli_validates_a_converted_checkpoint(
     assert "val/mIoU" in result.stdout + result.stderr
 
 
+def test_strict_refuses_a_partial_conversion(mmseg_r50: tuple[nn.Module, str], tmp_path: Path) -> None:
+    state = {k: v for k, v in mmseg_r50[0].state_dict().items() if not k.startswith("decode_head.scale_heads.3.")}
+    torch.save({"state_dict": state, "meta": {}}, tmp_path / "partial.pth")
+    with pytest.raises(SystemExit, match="model keys not filled"):
+        segfpn_main(["convert", str(tmp_path / "partial.pth"), "--out", str(tmp_path / "p.ckpt"), "--strict"])
+    assert not (tmp_path / "p.ckpt").exists()
+
+
+@pytest.mark.parametrize(
+    "state, message",
+    [
+        ({"decode_head.conv_seg.weight": torch.zeros(3, 8, 1, 1)}, "no 'backbone.\\*' keys"),
+        ({"backbone.stages.0.weight": torch.zeros(3)}, "unknown backbone layout.*stages.0.weight"),
+    ],
+)
+def test_unknown_layouts_are_named(state: dict[str, torch.Tensor], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        convert_state_dict(state)
+
+
 def test_checkpoint_pickling_classes_that_are_not_installed_still_reads(tmp_path: Path) -> None:
     """mmengine pickles its message hub's HistoryBuffer objects into 1.x checkpoints: the weights must still read."""
     module = types.ModuleType("segfpn_test_absent_module")
