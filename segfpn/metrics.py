@@ -125,15 +125,17 @@ def calculate_metrics(
 
 
 def _inner_boundary(masks: torch.Tensor, width: int) -> torch.Tensor:
-    """Pixels of each binary mask ``[K, H, W]`` within ``width`` pixels of its contour."""
+    """Pixels of each binary mask ``[K, H, W]`` within ``width`` pixels of its contour, the image border
+    counting as contour (outside the image is background, as boundary-iou-api's ``mask_to_boundary``)."""
     m = masks.float().unsqueeze(1)
-    eroded = -F.max_pool2d(-F.pad(m, (width,) * 4, value=1.0), 2 * width + 1, stride=1)
+    eroded = -F.max_pool2d(-F.pad(m, (width,) * 4, value=0.0), 2 * width + 1, stride=1)
     return masks & (eroded.squeeze(1) < 0.5)
 
 
 class BoundaryIoU(Metric):
     """Boundary IoU (Cheng et al., CVPR 2021), per class over the dataset: IoU of the ground-truth and
-    predicted mask pixels lying within ``d = dilation_ratio * image diagonal`` of their own contours."""
+    predicted mask pixels lying within ``d = dilation_ratio * image diagonal`` of their own contours (the
+    image border included, as the authors' ``mask_to_boundary``); ignored pixels are left out."""
 
     full_state_update = False
     is_differentiable = False
