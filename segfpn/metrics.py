@@ -127,9 +127,16 @@ def calculate_metrics(
 def _inner_boundary(masks: torch.Tensor, width: int) -> torch.Tensor:
     """Pixels of each binary mask ``[K, H, W]`` within ``width`` pixels of its contour, the image border
     counting as contour (outside the image is background, as boundary-iou-api's ``mask_to_boundary``)."""
-    m = masks.float().unsqueeze(1)
-    eroded = -F.max_pool2d(-F.pad(m, (width,) * 4, value=0.0), 2 * width + 1, stride=1)
+    m = F.pad(masks.float().unsqueeze(1), (width,) * 4, value=0.0)
+    # a square erosion is a row erosion then a column erosion: the same result, far fewer operations
+    k = 2 * width + 1
+    eroded = _erode(_erode(m, (1, k)), (k, 1))
     return masks & (eroded.squeeze(1) < 0.5)
+
+
+def _erode(x: torch.Tensor, kernel: tuple[int, int]) -> torch.Tensor:
+    """Minimum over a sliding ``kernel`` window (valid positions only)."""
+    return -F.max_pool2d(-x, kernel, stride=1)
 
 
 class BoundaryIoU(Metric):
