@@ -111,3 +111,24 @@ def test_combined_loss_and_specs() -> None:
 def test_low_resolution_logits_are_upsampled_to_the_target() -> None:
     loss = CrossEntropyLoss()(torch.zeros(1, 3, 2, 2), torch.zeros(1, 8, 8, dtype=torch.long))
     assert loss.item() == pytest.approx(math.log(3))
+
+
+def test_module_passes_avg_non_ignore_to_ce_ohem_and_aux() -> None:
+    from segfpn.module import SegmentationModule
+
+    logits, target = torch.zeros(1, 3, 2, 2), _target()
+    for avg_non_ignore, expected in ((False, 3 / 4 * math.log(3)), (True, math.log(3))):
+        module = SegmentationModule(
+            num_classes=3,
+            backbone_name="pvt_v2_b0",
+            fpn_channels=16,
+            head_channels=16,
+            loss="ce+ohem",
+            ohem_thresh=None,
+            ohem_min_kept=4,
+            loss_avg_non_ignore=avg_non_ignore,
+        )
+        parts = module.criterion(logits, target)
+        assert parts["ce"].item() == pytest.approx(expected)
+        assert parts["ohem"].item() == pytest.approx(expected)
+        assert module.aux_criterion(logits, target).item() == pytest.approx(expected)
