@@ -27,8 +27,8 @@ def mmseg_mean(
     """mmsegmentation's ``mean`` reduction of a per-pixel loss (ignored pixels hold 0): the sum divided by
     ``avg_factor`` = all pixels (``avg_non_ignore=False``, its default and that of its ADE20K configs) or the
     labelled pixels only (``True``, PyTorch's mean). With class weights each labelled pixel counts with its
-    class's weight; an ignored pixel counts 1 when ``avg_non_ignore=False`` (mmseg 1.2.2 raises an
-    IndexError for that combination: there is no reference value)."""
+    class's weight, and an ignored pixel 1 when ``avg_non_ignore=False`` (mmseg 1.2.2 indexes the weights
+    with the ignore label and fails as soon as a pixel is ignored: it has no reference value there)."""
     valid = target != ignore_index
     if class_weight is None:
         factor = valid.sum() if avg_non_ignore else torch.tensor(target.numel(), device=target.device)
