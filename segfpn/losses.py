@@ -101,7 +101,7 @@ class OHEMCrossEntropyLoss(nn.Module):
         """``[B, H, W]`` weights, 1 for the pixels OHEM keeps and 0 elsewhere."""
         valid = target != self.ignore_index
         batch_kept = self.min_kept * target.shape[0]
-        kept = torch.zeros_like(valid[valid], dtype=logits.dtype)
+        kept = logits.new_zeros(int(valid.sum()))  # one weight per labelled pixel
         if self.thresh is None:
             kept[pixel_loss[valid].sort(descending=True).indices[:batch_kept]] = 1.0
         else:
@@ -235,7 +235,7 @@ class CombinedLoss(nn.Module):
         self,
         spec: str | Mapping[str, float] = "ce",
         class_weight: torch.Tensor | None = None,
-        ohem_thresh: float = 0.7,
+        ohem_thresh: float | None = 0.7,
         ohem_min_kept: int = 100_000,
         focal_gamma: float = 2.0,
         avg_non_ignore: bool = False,

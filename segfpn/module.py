@@ -65,7 +65,7 @@ class SegmentationModule(L.LightningModule):
         loss: str | dict[str, float] = "ce",
         class_weight: str | list[float] | None = None,
         aux_loss_weight: float = 0.4,
-        ohem_thresh: float = 0.7,
+        ohem_thresh: float | None = 0.7,
         ohem_min_kept: int = 100_000,
         focal_gamma: float = 2.0,
         loss_avg_non_ignore: bool = False,
