@@ -31,6 +31,9 @@ class SegmentationModule(L.LightningModule):
         class_weight: per-class CE weights, or ``"inverse_log"``/``"inverse_sqrt"``/``"inverse"`` to derive
             them from the training split's pixel counts (needs the ADE20KDataModule).
         aux_loss_weight: weight of the CE of each auxiliary level (with ``aux_classifiers=True``).
+        loss_avg_non_ignore: mmseg's ``avg_non_ignore`` for ce/ohem: False (default, as mmseg's and the PVT
+            authors' ADE20K configs) divides the summed pixel loss by all pixels, ignored ones included;
+            True by the labelled pixels only (PyTorch's mean).
         optimizer, lr, weight_decay, momentum, backbone_lr_mult: AdamW (default) or SGD; norms, biases
             and position tables get no weight decay.
         schedule, warmup_iters, warmup_ratio, poly_power, min_lr_ratio, max_iters: per-iteration
@@ -62,9 +65,10 @@ class SegmentationModule(L.LightningModule):
         loss: str | dict[str, float] = "ce",
         class_weight: str | list[float] | None = None,
         aux_loss_weight: float = 0.4,
-        ohem_thresh: float = 0.7,
+        ohem_thresh: float | None = 0.7,
         ohem_min_kept: int = 100_000,
         focal_gamma: float = 2.0,
+        loss_avg_non_ignore: bool = False,
         optimizer: Literal["adamw", "sgd"] = "adamw",
         lr: float = 1e-4,
         weight_decay: float = 1e-4,
@@ -99,10 +103,10 @@ class SegmentationModule(L.LightningModule):
         weights = torch.tensor(class_weight, dtype=torch.float) if isinstance(class_weight, list) else None
         if weights is not None and len(weights) != num_classes:
             raise ValueError(f"model.class_weight has {len(weights)} values, expected num_classes={num_classes}")
-        self.criterion = CombinedLoss(loss, weights, ohem_thresh, ohem_min_kept, focal_gamma)
+        self.criterion = CombinedLoss(loss, weights, ohem_thresh, ohem_min_kept, focal_gamma, loss_avg_non_ignore)
         if class_weight is not None and "ce" not in self.criterion.terms:
             raise ValueError(f"model.class_weight applies to the 'ce' loss term, but model.loss={loss!r} has none")
-        self.aux_criterion = CrossEntropyLoss()
+        self.aux_criterion = CrossEntropyLoss(avg_non_ignore=loss_avg_non_ignore)
         self.inference = inference or InferenceConfig()
         self.val_metrics = SegmentationMetrics(num_classes)
         self.test_metrics = SegmentationMetrics(num_classes)

@@ -101,12 +101,13 @@ def _reference_distortion(img: np.ndarray, brightness, contrast_first, contrast,
         img = to_uint8(img.astype(np.float32) + brightness)
     if contrast is not None and contrast_first:
         img = to_uint8(img.astype(np.float32) * contrast)
-    if saturation is not None or hue is not None:
+    if saturation is not None:  # two separate uint8 HSV round trips, as mmsegmentation
         hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV).astype(np.float32)
-        if saturation is not None:
-            hsv[..., 1] = np.clip(hsv[..., 1] * saturation, 0, 255)
-        if hue is not None:
-            hsv[..., 0] = (hsv[..., 0] + hue) % 180
+        hsv[..., 1] = np.clip(hsv[..., 1] * saturation, 0, 255)
+        img = cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB)
+    if hue is not None:
+        hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV).astype(np.float32)
+        hsv[..., 0] = (hsv[..., 0] + hue) % 180
         img = cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB)
     if contrast is not None and not contrast_first:
         img = to_uint8(img.astype(np.float32) * contrast)

@@ -13,9 +13,10 @@ from segfpn.datasets.ade20k import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
 
 
 class RandomRescale(A.DualTransform):
-    """mmsegmentation's ``RandomResize(scale, ratio_range, keep_ratio=True)``: draw r in ``ratio_range``
-    and rescale (keeping the aspect ratio) to the largest size fitting ``(r*scale[0], r*scale[1])`` as
-    (long edge, short edge). Masks use nearest neighbour."""
+    """mmsegmentation's ``RandomResize(scale, ratio_range, keep_ratio=True)``: draw r in ``ratio_range``,
+    truncate the target to integers ``(int(r*scale[0]), int(r*scale[1]))`` as mmcv does, and rescale (keeping
+    the aspect ratio, mmcv's ``rescale_size`` rounding) to the largest size fitting it as (long edge, short
+    edge). Images use cv2 bilinear, masks nearest neighbour, as mmcv's ``imrescale``."""
 
     def __init__(
         self, scale: tuple[int, int] = (2048, 512), ratio_range: tuple[float, float] = (0.5, 2.0), p: float = 1.0
@@ -27,7 +28,7 @@ class RandomRescale(A.DualTransform):
     def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
         h, w = params["shape"][:2]
         ratio = self.py_random.uniform(*self.ratio_range)
-        return {"size": fit_size(h, w, (self.scale[0] * ratio, self.scale[1] * ratio))}
+        return {"size": fit_size(h, w, (int(self.scale[0] * ratio), int(self.scale[1] * ratio)))}
 
     def apply(self, img: np.ndarray, size: tuple[int, int] = (0, 0), **params: Any) -> np.ndarray:
         return cv2.resize(img, size[::-1], interpolation=cv2.INTER_LINEAR)
@@ -93,8 +94,10 @@ class CatMaxRatioCrop(A.DualTransform):
 
 
 class PhotoMetricDistortion(A.ImageOnlyTransform):
-    """mmsegmentation's ``PhotoMetricDistortion``: each with probability 0.5, brightness +-32,
-    contrast x[0.5, 1.5] (before or after the HSV changes), saturation x[0.5, 1.5], hue +-18 (of 180)."""
+    """mmsegmentation's ``PhotoMetricDistortion``, bit for bit given the same draws: each with probability 0.5,
+    brightness + U(-32, 32), contrast x U(0.5, 1.5) (first or last, chosen with probability 0.5), saturation
+    x U(0.5, 1.5) and hue + randint[-18, 17] (of 180), each of the last two in its own uint8 HSV round trip.
+    Every step clips to 0..255 and truncates to uint8."""
 
     def __init__(
         self,
@@ -117,7 +120,8 @@ class PhotoMetricDistortion(A.ImageOnlyTransform):
             "contrast_first": r.random() < 0.5,
             "contrast": r.uniform(*self.contrast_range) if r.random() < 0.5 else None,
             "saturation": r.uniform(*self.saturation_range) if r.random() < 0.5 else None,
-            "hue": r.randint(-self.hue_delta, self.hue_delta) if r.random() < 0.5 else None,
+            # mmseg draws np.random.randint(-delta, delta): the upper bound is excluded
+            "hue": r.randint(-self.hue_delta, self.hue_delta - 1) if r.random() < 0.5 else None,
         }
 
     def apply(
@@ -137,18 +141,22 @@ class PhotoMetricDistortion(A.ImageOnlyTransform):
             before = _affine_lut(contrast, before, multiply=True)
         if before is not None:
             img = cv2.LUT(img, before)
-        if saturation is not None or hue is not None:
-            h, s, v = cv2.split(cv2.cvtColor(img, cv2.COLOR_RGB2HSV))
-            if saturation is not None:
-                s = cv2.LUT(s, _affine_lut(saturation, None, multiply=True))
-            if hue is not None:
-                h = cv2.LUT(h, ((np.arange(256) + hue) % 180).astype(np.uint8))
-            img = cv2.cvtColor(cv2.merge([h, s, v]), cv2.COLOR_HSV2RGB)
+        if saturation is not None:
+            img = _hsv_channel_lut(img, 1, _affine_lut(saturation, None, multiply=True))
+        if hue is not None:
+            img = _hsv_channel_lut(img, 0, ((np.arange(256) + hue) % 180).astype(np.uint8))
         after = None if contrast_first else _affine_lut(contrast, None, multiply=True)
         return img if after is None else cv2.LUT(img, after)
 
     def get_transform_init_args_names(self) -> tuple[str, ...]:
         return ("brightness_delta", "contrast_range", "saturation_range", "hue_delta")
+
+
+def _hsv_channel_lut(img: np.ndarray, channel: int, table: np.ndarray) -> np.ndarray:
+    """RGB uint8 -> HSV, ``table`` applied to one HSV channel, -> RGB (one uint8 round trip, as mmseg)."""
+    hsv = cv2.cvtColor(img, cv2.COLOR_RGB2HSV)
+    hsv[..., channel] = cv2.LUT(hsv[..., channel], table)
+    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
 
 
 def _affine_lut(value: float | None, table: np.ndarray | None, multiply: bool = False) -> np.ndarray | None:
