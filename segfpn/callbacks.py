@@ -14,6 +14,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint
 from PIL import Image
 
 from segfpn.datasets.ade20k_classes import ADE20K_CLASSES
+from segfpn.errors import ConfigError
 from segfpn.utils.visualize import colorize, denormalize, overlay
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ class GradientMonitor(L.Callback):
 
     def __init__(self, every_n_steps: int = 50, depth: int = 1) -> None:
         if every_n_steps < 1:
-            raise ValueError(f"every_n_steps must be >= 1, got {every_n_steps}")
+            raise ConfigError(f"every_n_steps must be >= 1, got {every_n_steps}")
         self.every_n_steps = every_n_steps
         self.depth = depth
         self.last: dict[str, dict[str, float]] = {}

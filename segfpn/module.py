@@ -11,6 +11,7 @@ import lightning as L
 import torch
 
 from segfpn.datasets.ade20k import NUM_CLASSES
+from segfpn.errors import ConfigError
 from segfpn.inference import InferenceConfig, predict_logits
 from segfpn.losses import CombinedLoss, CrossEntropyLoss
 from segfpn.metrics import BoundaryIoU, SegmentationMetrics, to_labels, write_scores
@@ -90,18 +91,18 @@ class SegmentationModule(L.LightningModule):
             backbone_lr_mult=backbone_lr_mult,
         )
         if optimizer not in ("adamw", "sgd"):
-            raise ValueError(f"model.optimizer must be 'adamw' or 'sgd', got {optimizer!r}")
+            raise ConfigError(f"model.optimizer must be 'adamw' or 'sgd', got {optimizer!r}")
         if schedule not in ("poly", "cosine", "constant"):
-            raise ValueError(f"model.schedule must be 'poly', 'cosine' or 'constant', got {schedule!r}")
+            raise ConfigError(f"model.schedule must be 'poly', 'cosine' or 'constant', got {schedule!r}")
         self.save_hyperparameters()
         model_args = inspect.signature(SegmentationModel).parameters
         self.model = SegmentationModel(**{k: v for k, v in self.hparams.items() if k in model_args})
         weights = torch.tensor(class_weight, dtype=torch.float) if isinstance(class_weight, list) else None
         if weights is not None and len(weights) != num_classes:
-            raise ValueError(f"model.class_weight has {len(weights)} values, expected num_classes={num_classes}")
+            raise ConfigError(f"model.class_weight has {len(weights)} values, expected num_classes={num_classes}")
         self.criterion = CombinedLoss(loss, weights, ohem_thresh, ohem_min_kept, focal_gamma)
         if class_weight is not None and "ce" not in self.criterion.terms:
-            raise ValueError(f"model.class_weight applies to the 'ce' loss term, but model.loss={loss!r} has none")
+            raise ConfigError(f"model.class_weight applies to the 'ce' loss term, but model.loss={loss!r} has none")
         self.aux_criterion = CrossEntropyLoss()
         self.inference = inference or InferenceConfig()
         self.val_metrics = SegmentationMetrics(num_classes)
@@ -118,7 +119,7 @@ class SegmentationModule(L.LightningModule):
         if isinstance(self.hparams.class_weight, str) and "ce" in self.criterion.terms:
             datamodule = getattr(self.trainer, "datamodule", None)
             if datamodule is None or not hasattr(datamodule, "class_weights"):
-                raise ValueError(f"model.class_weight={self.hparams.class_weight!r} needs the ADE20KDataModule")
+                raise ConfigError(f"model.class_weight={self.hparams.class_weight!r} needs the ADE20KDataModule")
             weights = datamodule.class_weights(self.hparams.class_weight)
             self.criterion.terms["ce"].class_weight = weights.to(self.device)
             log.info("class weights (%s): min %.3f max %.3f", self.hparams.class_weight, weights.min(), weights.max())
@@ -230,10 +231,10 @@ class SegmentationModule(L.LightningModule):
 def _check_positive(**values: float) -> None:
     for name, value in values.items():
         if not value > 0:
-            raise ValueError(f"model.{name} must be positive, got {value}")
+            raise ConfigError(f"model.{name} must be positive, got {value}")
 
 
 def _check_non_negative(**values: float) -> None:
     for name, value in values.items():
         if value < 0:
-            raise ValueError(f"model.{name} must be non-negative, got {value}")
+            raise ConfigError(f"model.{name} must be non-negative, got {value}")

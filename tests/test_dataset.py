@@ -83,7 +83,7 @@ def test_unpaired_files_are_named(tiny_root: Path) -> None:
 
 def test_empty_file(tiny_root: Path) -> None:
     _first(tiny_root, "images").write_bytes(b"")
-    with pytest.raises(CorruptSampleError, match=r"1 empty files .*ADE_training_00000000.jpg"):
+    with pytest.raises(CorruptSampleError, match=r"1 unusable files .*empty file .*ADE_training_00000000.jpg"):
         ADE20KDataset(tiny_root, "training")
 
 

@@ -10,12 +10,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, DistributedSampler, Sampler
 
+from segfpn.errors import ConfigError
+
 
 def repeat_factors(presence: np.ndarray, threshold: float = 0.01) -> np.ndarray:
     """Per-image repeat factor r_i = max over its classes c of max(1, sqrt(t / f_c)), where f_c is the
     fraction of images containing c (Gupta et al., LVIS, 2019)."""
     if threshold <= 0:
-        raise ValueError(f"repeat threshold must be positive, got {threshold}")
+        raise ConfigError(f"repeat threshold must be positive, got {threshold}")
     freq = presence.mean(0)
     class_factor = np.where(freq > 0, np.maximum(1.0, np.sqrt(threshold / np.maximum(freq, 1e-12))), 1.0)
     per_image = np.where(presence, class_factor[None, :], 1.0)
@@ -103,7 +105,7 @@ def class_weights(
     elif method == "inverse":
         w = 1.0 / np.maximum(freq, 1e-12)
     else:
-        raise ValueError(f"class weight method must be inverse_log, inverse_sqrt or inverse, got {method!r}")
+        raise ConfigError(f"class weight method must be inverse_log, inverse_sqrt or inverse, got {method!r}")
     w = np.where(present, w, 0.0)
     w = w / w[present].mean() if present.any() else w
     return torch.as_tensor(w, dtype=torch.float32)
