@@ -28,8 +28,8 @@ def _link_problem(path: Path) -> str | None:
         path.resolve(strict=True)
     except FileNotFoundError:
         return f"dangling symlink {str(path)!r} -> {os.readlink(path)!r} (target does not exist)"
-    except (RuntimeError, OSError) as err:  # Python 3.11 raises RuntimeError on a loop, 3.13 OSError(ELOOP)
-        return f"symlink loop at {str(path)!r} -> {os.readlink(path)!r} ({err})"
+    except (RuntimeError, OSError):  # Python 3.11 raises RuntimeError on a loop, 3.13 OSError(ELOOP)
+        return f"symlink loop at {str(path)!r} -> {os.readlink(path)!r} (the chain of links never reaches a file)"
     return None
 
 
