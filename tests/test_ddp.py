@@ -120,3 +120,50 @@ def test_torchrun_recipe_on_two_cpu_processes(tmp_path: Path, synthetic_root: Pa
     import torch
 
     assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 2
+
+
+def _repeat_factor_rank(rank: int, init_file: str, epochs: int, out: str) -> None:
+    """One DDP rank: iterate a RepeatFactorSampler wrapped as Lightning does under DDP, several epochs."""
+    import numpy as np
+    import torch
+    import torch.distributed as dist
+    from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
+
+    from segfpn.datasets.sampling import RepeatFactorSampler
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    factors = 1.0 + 3.0 * np.random.default_rng(0).random(400) ** 4  # fractional: varying draws per image
+    wrapper = DistributedSamplerWrapper(RepeatFactorSampler(factors, seed=0), num_replicas=2, rank=rank)
+    record = []
+    for epoch in range(epochs):
+        wrapper.set_epoch(epoch)
+        indices = list(wrapper)  # raised IndexError when the sampler's length differed from its epoch
+        gathered = [None, None]
+        dist.all_gather_object(gathered, indices)
+        record.append({"len": len(wrapper), "sizes": [len(g) for g in gathered], "merged": sorted(sum(gathered, []))})
+    dist.destroy_process_group()
+    if rank == 0:
+        torch.save(record, out)
+
+
+def test_repeat_factor_sampler_under_ddp_gives_every_rank_the_same_length(tmp_path: Path) -> None:
+    import numpy as np
+    import torch
+    import torch.multiprocessing as mp
+
+    from segfpn.datasets.sampling import RepeatFactorSampler
+
+    epochs = 40
+    out = tmp_path / "record.pt"
+    mp.spawn(_repeat_factor_rank, args=(str(tmp_path / "init"), epochs, str(out)), nprocs=2, join=True)
+    record = torch.load(out, weights_only=True)
+    factors = 1.0 + 3.0 * np.random.default_rng(0).random(400) ** 4
+    single = RepeatFactorSampler(factors, seed=0)
+    assert len(record) == epochs and len(single) == round(factors.sum())
+    for epoch, r in enumerate(record):
+        assert r["sizes"] == [r["len"], r["len"]], (epoch, r["sizes"])  # same number of batches on each rank
+        single.set_epoch(epoch)
+        # the two ranks together draw the epoch's list (plus one padding sample for an odd length)
+        drawn = np.bincount(list(single), minlength=400)
+        merged = np.bincount(r["merged"], minlength=400)
+        assert (merged - drawn).sum() == 2 * r["len"] - len(single) and ((merged - drawn) >= 0).all()
