@@ -11,7 +11,7 @@ from typing import Any
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_info
 
-from segfpn.callbacks import BestAndLastCheckpoint, GradientMonitor, PredictionWriter, WandbMedia
+from segfpn.callbacks import BestAndLastCheckpoint, GradientMonitor, PredictionWriter, ResultsWriter, WandbMedia
 from segfpn.checkpoint_file import check_checkpoint_file
 from segfpn.datasets.datamodule import ADE20KDataModule
 from segfpn.errors import debug_requested, handle_errors
@@ -57,6 +57,7 @@ class SegFPNCLI(LightningCLI):
         parser.add_lightning_class_args(GradientMonitor, "grad_monitor")
         parser.add_lightning_class_args(WandbMedia, "wandb_media")
         parser.add_lightning_class_args(PredictionWriter, "predictions")
+        parser.add_lightning_class_args(ResultsWriter, "results")
         parser.add_lightning_class_args(SlurmRequeue, "slurm_requeue")
 
     def _parse_ckpt_path(self) -> None:

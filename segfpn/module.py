@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import inspect
 import logging
-from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
 import torch
+from torchmetrics import MeanMetric
 
-from segfpn.datasets.ade20k import NUM_CLASSES
+from segfpn.datasets.ade20k import IGNORE_INDEX, NUM_CLASSES
 from segfpn.errors import ConfigError
 from segfpn.inference import InferenceConfig, predict_logits
 from segfpn.losses import CombinedLoss, CrossEntropyLoss
-from segfpn.metrics import BoundaryIoU, SegmentationMetrics, to_labels, write_scores
+from segfpn.metrics import BoundaryIoU, SegmentationMetrics, to_labels
 from segfpn.models import SegmentationModel
 from segfpn.models.fpn import UpsampleMode
 from segfpn.models.head import NormName
@@ -107,6 +107,9 @@ class SegmentationModule(L.LightningModule):
         self.inference = inference or InferenceConfig()
         self.val_metrics = SegmentationMetrics(num_classes)
         self.test_metrics = SegmentationMetrics(num_classes)
+        # evaluation CE as sum over labelled pixels / their count, synchronised like the confusion matrix
+        self.val_loss = MeanMetric().set_dtype(torch.float64)
+        self.test_loss = MeanMetric().set_dtype(torch.float64)
         self.val_boundary = BoundaryIoU(num_classes) if boundary_iou else None
         self.test_boundary = BoundaryIoU(num_classes) if boundary_iou else None
         self.last_scores: dict[str, torch.Tensor] = {}
@@ -162,50 +165,45 @@ class SegmentationModule(L.LightningModule):
         batch: tuple[torch.Tensor, torch.Tensor],
         metrics: SegmentationMetrics,
         boundary: BoundaryIoU | None,
-        prefix: str,
+        loss: MeanMetric,
     ) -> torch.Tensor:
         images, masks = batch
         logits = predict_logits(self, images, self.inference, self.hparams.num_classes)
-        # plain cross-entropy whatever the training loss: cheap at full resolution, comparable across runs
-        self.log(f"{prefix}/loss", self.aux_criterion(logits, masks), sync_dist=True, batch_size=len(images))
+        # plain cross-entropy whatever the training loss: cheap at full resolution, comparable across runs;
+        # weighted by the labelled pixels so that the evaluation set's mean does not depend on the batching
+        labelled = (masks != IGNORE_INDEX).sum()
+        loss.update(self.aux_criterion(logits, masks).detach(), weight=labelled)
         metrics.update(logits, masks)
         if boundary is not None:
             boundary.update(logits, masks)
         return logits
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        return self._evaluate(batch, self.val_metrics, self.val_boundary, "val")
+        return self._evaluate(batch, self.val_metrics, self.val_boundary, self.val_loss)
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        return self._evaluate(batch, self.test_metrics, self.test_boundary, "test")
+        return self._evaluate(batch, self.test_metrics, self.test_boundary, self.test_loss)
 
-    def _log_scores(self, metrics: SegmentationMetrics, boundary: BoundaryIoU | None, prefix: str) -> None:
+    def _log_scores(
+        self, metrics: SegmentationMetrics, boundary: BoundaryIoU | None, loss: MeanMetric, prefix: str
+    ) -> None:
         scores = metrics.compute()
-        # already reduced over processes by the metric; sync_dist only averages identical values
+        # already reduced over processes by the metrics; sync_dist only averages identical values
         self.log_dict({f"{prefix}/{k}": scores[k].float() for k in ("mIoU", "aAcc", "mAcc")}, sync_dist=True)
+        scores["loss"] = loss.compute().double()
+        self.log(f"{prefix}/loss", scores["loss"].float(), sync_dist=True)
         if boundary is not None:
             self.log(f"{prefix}/bIoU", boundary.compute().float(), sync_dist=True)
             boundary.reset()
-        self.last_scores = {k: v.detach().cpu() for k, v in scores.items()}
+        self.last_scores = {k: v.detach().cpu() for k, v in scores.items()}  # read by ResultsWriter, WandbMedia
         metrics.reset()
-        if self.trainer.is_global_zero and not self.trainer.sanity_checking:
-            name = f"{self.trainer.state.fn.value}_{prefix}_step{self.global_step:07d}.json"  # e.g. fit_val_step...
-            write_scores(self.last_scores, Path(self.trainer.default_root_dir) / "results" / name, self.hparams)
-
-    def on_train_epoch_end(self) -> None:
-        self._report_skipped()
+        loss.reset()
 
     def on_validation_epoch_end(self) -> None:
-        self._log_scores(self.val_metrics, self.val_boundary, "val")
-        self._report_skipped()
-
-    def _report_skipped(self) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if hasattr(datamodule, "report_skipped"):
-            datamodule.report_skipped()
+        self._log_scores(self.val_metrics, self.val_boundary, self.val_loss, "val")
 
     def on_test_epoch_end(self) -> None:
-        self._log_scores(self.test_metrics, self.test_boundary, "test")
+        self._log_scores(self.test_metrics, self.test_boundary, self.test_loss, "test")
 
     def predict_step(self, batch: tuple[torch.Tensor, list[str]], batch_idx: int) -> dict[str, Any]:
         images, paths = batch
