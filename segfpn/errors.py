@@ -85,8 +85,11 @@ def _from_parse_error(err: argparse.ArgumentError) -> UserError:
 
 def format_user_error(err: UserError) -> str:
     """``segfpn: error: ...`` plus ``hint: ...`` on a second line when there is a hint."""
-    # DataLoader workers re-raise with the worker's traceback in the message: keep its first line only
-    message = " ".join(str(err).split("\n\nOriginal Traceback")[0].split())
+    message = str(err)
+    if "\nOriginal Traceback" in message:  # re-raised from a DataLoader worker: keep the worker's own message
+        last = message.rstrip().splitlines()[-1]
+        message = last.split(": ", 1)[1] if last.startswith(type(err).__module__) else last
+    message = " ".join(message.split())
     lines = [f"segfpn: error: {message}"]
     if err.hint:
         lines.append(f"hint: {err.hint}")

@@ -106,7 +106,7 @@ def test_resume_continues_from_the_saved_step_with_identical_optimizer_state(
 ) -> None:
     # 16 training images, batch 4: 4 steps per epoch; stop after epoch 1, resume to the end of epoch 3
     run_cli(["fit", *tiny_args(tmp_path, synthetic_root, max_steps=4)])
-    saved = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    saved = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     recorder = _RecordResume()
     import segfpn.cli as cli_module
 

@@ -81,7 +81,7 @@ def test_ddp_training_on_two_processes(tmp_path: Path, synthetic_root: Path) -> 
     _segfpn("fit", *args, "--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp", cwd=tmp_path)
     import torch
 
-    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == 4 and ckpt["epoch"] == 1
     assert any("running_mean" in k for k in ckpt["state_dict"])
 
@@ -122,7 +122,7 @@ def test_torchrun_recipe_on_two_cpu_processes(tmp_path: Path, synthetic_root: Pa
     assert "MEMBER: 2/2" in result.stderr + result.stdout
     import torch
 
-    assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 2
+    assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2
 
 
 def _repeat_factor_rank(rank: int, init_file: str, epochs: int, out: str) -> None:

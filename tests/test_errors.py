@@ -126,3 +126,15 @@ def test_bugs_keep_their_traceback_and_user_errors_stay_value_errors(capsys: pyt
     assert stop.value.code == 2
     assert capsys.readouterr().err == "segfpn: error: data.batch_size must be positive\nhint: use 8\n"
     assert issubclass(ConfigError, ValueError) and issubclass(ConfigError, UserError)
+
+
+def test_corrupt_image_read_in_a_dataloader_worker(tmp_path: Path, samples_root: Path) -> None:
+    import shutil
+
+    data = tmp_path / "ADEChallengeData2016"
+    shutil.copytree(samples_root, data)
+    image = sorted((data / "images" / "validation").iterdir())[0]
+    image.write_bytes(b"not a jpeg" * 10)
+    args = [a.replace("num_workers=0", "num_workers=1") for a in _validate_args(tmp_path, data)]
+    line = _one_error_line(_segfpn(*args, cwd=tmp_path))
+    assert line.startswith(f"segfpn: error: cannot read image '{image}'")
