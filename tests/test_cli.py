@@ -191,9 +191,12 @@ def test_bad_config_values_fail_before_training(tmp_path: Path, synthetic_root: 
 def test_invalid_choice_is_rejected_by_the_parser(
     tmp_path: Path, synthetic_root: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    with pytest.raises(SystemExit):
-        run_cli(["fit", *tiny_args(tmp_path, synthetic_root), "--model.optimizer=adam"])
-    assert "optimizer" in capsys.readouterr().err
+    from segfpn.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["fit", *tiny_args(tmp_path, synthetic_root), "--model.optimizer=adam"])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and 'segfpn: error: Parser key "model.optimizer"' in err and "adam" in err
 
 
 def test_print_config(tmp_path: Path, synthetic_root: Path, capsys: pytest.CaptureFixture) -> None:

@@ -138,3 +138,8 @@ def test_corrupt_image_read_in_a_dataloader_worker(tmp_path: Path, samples_root:
     args = [a.replace("num_workers=0", "num_workers=1") for a in _validate_args(tmp_path, data)]
     line = _one_error_line(_segfpn(*args, cwd=tmp_path))
     assert line.startswith(f"segfpn: error: cannot read image '{image}'")
+
+
+def test_report_of_a_missing_folder(tmp_path: Path) -> None:
+    line = _one_error_line(_segfpn("report", str(tmp_path / "nowhere"), cwd=tmp_path))
+    assert f"report folder '{tmp_path / 'nowhere'}' is not a folder" in line

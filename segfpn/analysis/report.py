@@ -97,6 +97,8 @@ def write_report(
 ) -> dict[str, Path]:
     """``report.md``, ``report.html``, ``results.csv`` and figures in ``folder`` from its runs. The first run
     of ``order`` (default: ``baseline`` if present, then alphabetical) is the reference of the comparisons."""
+    if not folder.is_dir():
+        raise DataError(f"report folder {str(folder)!r} is not a folder; expected the output of `segfpn experiment`")
     runs = collect_runs(folder)
     if not runs:
         raise DataError(f"no runs with results/*.json below {str(folder)!r}; run `segfpn experiment` first")
