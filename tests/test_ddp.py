@@ -170,3 +170,39 @@ def test_repeat_factor_sampler_under_ddp_gives_every_rank_the_same_length(tmp_pa
         drawn = np.bincount(list(single), minlength=400)
         merged = np.bincount(r["merged"], minlength=400)
         assert (merged - drawn).sum() == 2 * r["len"] - len(single) and ((merged - drawn) >= 0).all()
+
+
+def test_repeat_factor_training_on_two_processes_for_several_epochs(tmp_path: Path, synthetic_root: Path) -> None:
+    """The real CLI, class-balanced sampling, 2 gloo ranks, 3 epochs: every epoch has the same number of steps."""
+    import torch
+
+    from segfpn.datasets.ade20k import list_pairs
+    from segfpn.datasets.class_stats import compute_class_stats
+    from segfpn.datasets.sampling import repeat_factors
+
+    threshold, epochs, batch = 0.5, 3, 2
+    presence = compute_class_stats([a for _, a in list_pairs(synthetic_root, "training")], progress=False).presence
+    factors = repeat_factors(presence, threshold)
+    assert (factors % 1 > 0).any()  # fractional factors: the draws per image vary between epochs
+    per_rank = -(-round(factors.sum()) // 2)
+    args = [
+        a
+        for a in tiny_args(tmp_path, synthetic_root, max_steps=-1)
+        if "batch_size" not in a and "check_val" not in a and "limit_val" not in a
+    ]
+    _segfpn(
+        "fit",
+        *args,
+        "--data.sampler=repeat_factor",
+        f"--data.repeat_threshold={threshold}",
+        f"--data.batch_size={batch}",
+        f"--trainer.max_epochs={epochs}",
+        f"--trainer.check_val_every_n_epoch={epochs}",
+        "--trainer.limit_val_batches=1",
+        "--trainer.accelerator=cpu",
+        "--trainer.devices=2",
+        "--trainer.strategy=ddp",
+        cwd=tmp_path,
+    )
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == epochs * (per_rank // batch), (ckpt["global_step"], per_rank)
