@@ -11,9 +11,13 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_warn
 from PIL import Image
 
+from segfpn.datasets.ade20k import IGNORE_INDEX
 from segfpn.datasets.ade20k_classes import ADE20K_CLASSES
+from segfpn.errors import ConfigError
+from segfpn.metrics import write_scores
 from segfpn.utils.visualize import colorize, denormalize, overlay
 
 log = logging.getLogger(__name__)
@@ -44,7 +48,7 @@ class GradientMonitor(L.Callback):
 
     def __init__(self, every_n_steps: int = 50, depth: int = 1) -> None:
         if every_n_steps < 1:
-            raise ValueError(f"every_n_steps must be >= 1, got {every_n_steps}")
+            raise ConfigError(f"every_n_steps must be >= 1, got {every_n_steps}")
         self.every_n_steps = every_n_steps
         self.depth = depth
         self.last: dict[str, dict[str, float]] = {}
@@ -93,6 +97,13 @@ class BestAndLastCheckpoint(ModelCheckpoint):
         if self.save_last and not trainer.fast_dev_run and trainer.global_step != self._last_global_step_saved:
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
+    def check_monitor_top_k(self, trainer: L.Trainer, current: torch.Tensor | None = None) -> bool:
+        """A NaN score never ranks: Lightning would keep it (as -inf) while fewer than ``save_top_k`` exist."""
+        if current is not None and bool(torch.isnan(torch.as_tensor(current))):
+            rank_zero_warn(f"{self.monitor} is NaN at step {trainer.global_step}: not considered for best.ckpt")
+            return False
+        return super().check_monitor_top_k(trainer, current)
+
     def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
         super()._save_checkpoint(trainer, filepath)
         if filepath == self.best_model_path and trainer.is_global_zero:
@@ -131,6 +142,35 @@ class PredictionWriter(BasePredictionWriter):
                 )
 
 
+class ResultsWriter(L.Callback):
+    """After each validation/test (not the sanity check), rank 0 writes the module's ``last_scores`` and
+    hparams to ``<default_root_dir>/results/<fn>_<val|test>_step<N>.json`` (read by ``segfpn experiment`` and
+    ``report``); corrupt samples skipped so far (``data.on_error=skip``) are reported after each epoch."""
+
+    def _write(self, trainer: L.Trainer, pl_module: L.LightningModule, prefix: str) -> None:
+        scores = getattr(pl_module, "last_scores", {})
+        if trainer.sanity_checking or not trainer.is_global_zero or not scores:
+            return
+        name = f"{trainer.state.fn.value}_{prefix}_step{trainer.global_step:07d}.json"  # e.g. fit_val_step...
+        write_scores(scores, Path(trainer.default_root_dir) / "results" / name, pl_module.hparams)
+
+    @staticmethod
+    def _report_skipped(trainer: L.Trainer) -> None:
+        datamodule = getattr(trainer, "datamodule", None)
+        if hasattr(datamodule, "report_skipped"):
+            datamodule.report_skipped()
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._write(trainer, pl_module, "val")
+        self._report_skipped(trainer)
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._write(trainer, pl_module, "test")
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._report_skipped(trainer)
+
+
 class WandbMedia(L.Callback):
     """After each validation: a per-class IoU table, the confusion matrix and ``num_images`` prediction
     overlays as W&B masks (only when a WandbLogger is attached; rank 0 only)."""
@@ -163,7 +203,8 @@ class WandbMedia(L.Callback):
             if len(self._samples) < self.num_images:
                 self._samples.append((denormalize(image), mask.cpu().numpy(), logits.argmax(0).cpu().numpy()))
 
-    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # not on_validation_epoch_end: callbacks run before the module's hook that computes the scores
         logger = self._wandb_logger(trainer)
         if logger is None or trainer.sanity_checking or not trainer.is_global_zero:
             self._samples = []
@@ -190,17 +231,8 @@ class WandbMedia(L.Callback):
             logger.experiment.log(
                 {"val/confusion_matrix": wandb.Image(fig), "trainer/global_step": trainer.global_step}
             )
-        labels = {i: n for i, n in enumerate(_class_names(pl_module.hparams.get("num_classes", 150)))}
-        images = [
-            wandb.Image(
-                img,
-                masks={
-                    "prediction": {"mask_data": pred, "class_labels": labels},
-                    "ground_truth": {"mask_data": np.where(gt == 255, 0, gt), "class_labels": labels},
-                },
-            )
-            for img, gt, pred in self._samples
-        ]
+        names = _class_names(pl_module.hparams.get("num_classes", 150))
+        images = [wandb.Image(img, masks=overlay_masks(pred, gt, names)) for img, gt, pred in self._samples]
         if images:
             logger.experiment.log({"val/predictions": images, "trainer/global_step": trainer.global_step})
         self._samples = []
@@ -208,3 +240,13 @@ class WandbMedia(L.Callback):
 
 def _class_names(n: int) -> list[str]:
     return list(ADE20K_CLASSES) if n == len(ADE20K_CLASSES) else [f"class_{i}" for i in range(n)]
+
+
+def overlay_masks(pred: np.ndarray, gt: np.ndarray, names: list[str]) -> dict[str, dict[str, Any]]:
+    """W&B ``masks`` of a prediction and its ground truth; ignored pixels keep their own id and name
+    (``IGNORE_INDEX`` = "ignored"), not those of class 0."""
+    labels = dict(enumerate(names))
+    return {
+        "prediction": {"mask_data": pred, "class_labels": labels},
+        "ground_truth": {"mask_data": gt, "class_labels": {**labels, IGNORE_INDEX: "ignored"}},
+    }

@@ -11,8 +11,10 @@ from typing import Any
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_info
 
-from segfpn.callbacks import BestAndLastCheckpoint, GradientMonitor, PredictionWriter, WandbMedia
+from segfpn.callbacks import BestAndLastCheckpoint, GradientMonitor, PredictionWriter, ResultsWriter, WandbMedia
+from segfpn.checkpoint_file import check_checkpoint_file
 from segfpn.datasets.datamodule import ADE20KDataModule
+from segfpn.errors import debug_requested, handle_errors
 from segfpn.module import SegmentationModule
 from segfpn.preemption import SlurmRequeue
 from segfpn.wandb_setup import configure_wandb_mode
@@ -56,7 +58,15 @@ class SegFPNCLI(LightningCLI):
         parser.add_lightning_class_args(GradientMonitor, "grad_monitor")
         parser.add_lightning_class_args(WandbMedia, "wandb_media")
         parser.add_lightning_class_args(PredictionWriter, "predictions")
+        parser.add_lightning_class_args(ResultsWriter, "results")
         parser.add_lightning_class_args(SlurmRequeue, "slurm_requeue")
+
+    def _parse_ckpt_path(self) -> None:
+        """An explicit ``--ckpt_path FILE`` is checked (named error) before Lightning reads its hparams."""
+        ckpt = self.config.get(self.config.get("subcommand") or "", {}).get("ckpt_path")
+        if ckpt and ckpt not in ("best", "last"):
+            check_checkpoint_file(ckpt, "--ckpt_path")
+        super()._parse_ckpt_path()
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
@@ -116,7 +126,10 @@ def run_cli(args: list[str] | None = None) -> SegFPNCLI:
             },
             parser_kwargs={
                 "description": "segfpn: Semantic FPN training and evaluation (LightningCLI). Other commands: "
-                + ", ".join(TOOLS)
+                + ", ".join(TOOLS),
+                # parse errors raise, so that main() prints them as one line
+                "exit_on_error": False,
+                **{name: {"exit_on_error": False} for name in SegFPNCLI.subcommands()},
             },
         )
     finally:
@@ -131,13 +144,14 @@ def _finish_wandb_run() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of ``segfpn`` and ``python -m segfpn``."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    if args and args[0] in TOOLS:
-        module, function = TOOLS[args[0]].split(":")
-        getattr(importlib.import_module(module), function)(args[1:])
-        return
-    if argv is None and normalize_sweep_args(args) == args:
-        run_cli(None)
-    else:
-        run_cli(normalize_sweep_args(args))
+    """Entry point of ``segfpn`` and ``python -m segfpn``: user errors exit 2 with one line (see segfpn.errors)."""
+    debug, args = debug_requested(list(sys.argv[1:] if argv is None else argv))
+    with handle_errors(debug):
+        if args and args[0] in TOOLS:
+            module, function = TOOLS[args[0]].split(":")
+            getattr(importlib.import_module(module), function)(args[1:])
+            return
+        if argv is None and not debug and normalize_sweep_args(args) == args:
+            run_cli(None)
+        else:
+            run_cli(normalize_sweep_args(args))

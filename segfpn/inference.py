@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from segfpn.datasets.transforms import fit_size
+from segfpn.errors import ConfigError
 
 
 @dataclass
@@ -34,11 +35,11 @@ class InferenceConfig:
 
     def __post_init__(self) -> None:
         if self.mode not in ("whole", "slide"):
-            raise ValueError(f"inference mode must be 'whole' or 'slide', got {self.mode!r}")
+            raise ConfigError(f"inference mode must be 'whole' or 'slide', got {self.mode!r}")
         if not self.scales or any(s <= 0 for s in self.scales):
-            raise ValueError(f"inference scales must be positive, got {list(self.scales)}")
+            raise ConfigError(f"inference scales must be positive, got {list(self.scales)}")
         if any(s <= 0 for s in self.stride) or any(c <= 0 for c in self.crop_size):
-            raise ValueError(f"crop_size and stride must be positive, got {self.crop_size}, {self.stride}")
+            raise ConfigError(f"crop_size and stride must be positive, got {self.crop_size}, {self.stride}")
 
 
 def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from segfpn.datasets.ade20k import IGNORE_INDEX
+from segfpn.errors import ConfigError
 
 
 def _resize_to(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -209,21 +210,27 @@ LOSSES: dict[str, type[nn.Module]] = {
 
 def parse_loss_spec(spec: str | Mapping[str, float]) -> dict[str, float]:
     """``"ce"``, ``"ce+dice"``, ``"ce+0.5*dice"`` or ``{"ce": 1.0, "dice": 0.5}`` -> {name: weight}."""
+    expected = f"expected a combination of {sorted(LOSSES)} such as 'ce', 'ce+0.5*dice' or {{'ce': 1.0, 'dice': 0.5}}"
     if isinstance(spec, Mapping):
-        terms = {str(k): float(v) for k, v in spec.items()}
+        pairs = [(str(k), v) for k, v in spec.items()]
     else:
-        terms = {}
-        for part in str(spec).replace(" ", "").split("+"):
-            weight, _, name = part.rpartition("*")
-            terms[name] = float(weight) if weight else 1.0
+        pairs = [(name, weight or "1") for weight, _, name in (p.rpartition("*") for p in str(spec).split("+"))]
+    terms = {}
+    for name, weight in pairs:
+        name = name.strip()
+        try:
+            terms[name] = float(weight)
+        except (TypeError, ValueError):
+            found = str(weight).strip()
+            raise ConfigError(
+                f"model.loss={spec!r}: the weight of {name!r} must be a number, found {found!r}; {expected}"
+            ) from None
     unknown = sorted(set(terms) - set(LOSSES))
     if unknown or not terms:
-        raise ValueError(
-            f"unknown loss {unknown or spec!r} in loss={spec!r}; expected a combination of {sorted(LOSSES)}"
-        )
-    bad = {k: w for k, w in terms.items() if w < 0}
+        raise ConfigError(f"model.loss={spec!r}: unknown loss {unknown or spec!r}; {expected}")
+    bad = {k: w for k, w in terms.items() if not w >= 0}
     if bad:
-        raise ValueError(f"loss weights must be non-negative, got {bad}")
+        raise ConfigError(f"model.loss={spec!r}: loss weights must be non-negative numbers, found {bad}")
     return terms
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_warn
 from torchmetrics import Metric
 
 from segfpn.datasets.ade20k import IGNORE_INDEX
@@ -84,6 +85,11 @@ class SegmentationMetrics(Metric):
         self.confmat += confusion_matrix(labels, target, self.num_classes, self.ignore_index)
 
     def compute(self) -> dict[str, torch.Tensor]:
+        if int(self.confmat.sum()) == 0:
+            rank_zero_warn(
+                "no labelled pixel in the evaluation set (every target pixel is the ignore label "
+                f"{self.ignore_index}, or no sample was evaluated): mIoU, aAcc and mAcc are NaN"
+            )
         return {**scores_from_confusion(self.confmat), "confmat": self.confmat}
 
 

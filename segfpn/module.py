@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import inspect
 import logging
-from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
 import torch
+from torchmetrics import MeanMetric
 
-from segfpn.datasets.ade20k import NUM_CLASSES
+from segfpn.datasets.ade20k import IGNORE_INDEX, NUM_CLASSES
+from segfpn.errors import ConfigError
 from segfpn.inference import InferenceConfig, predict_logits
 from segfpn.losses import CombinedLoss, CrossEntropyLoss
-from segfpn.metrics import BoundaryIoU, SegmentationMetrics, to_labels, write_scores
+from segfpn.metrics import BoundaryIoU, SegmentationMetrics, to_labels
 from segfpn.models import SegmentationModel
 from segfpn.models.fpn import UpsampleMode
 from segfpn.models.head import NormName
@@ -94,22 +95,27 @@ class SegmentationModule(L.LightningModule):
             backbone_lr_mult=backbone_lr_mult,
         )
         if optimizer not in ("adamw", "sgd"):
-            raise ValueError(f"model.optimizer must be 'adamw' or 'sgd', got {optimizer!r}")
+            raise ConfigError(f"model.optimizer must be 'adamw' or 'sgd', got {optimizer!r}")
         if schedule not in ("poly", "cosine", "constant"):
-            raise ValueError(f"model.schedule must be 'poly', 'cosine' or 'constant', got {schedule!r}")
+            raise ConfigError(f"model.schedule must be 'poly', 'cosine' or 'constant', got {schedule!r}")
         self.save_hyperparameters()
         model_args = inspect.signature(SegmentationModel).parameters
         self.model = SegmentationModel(**{k: v for k, v in self.hparams.items() if k in model_args})
         weights = torch.tensor(class_weight, dtype=torch.float) if isinstance(class_weight, list) else None
         if weights is not None and len(weights) != num_classes:
-            raise ValueError(f"model.class_weight has {len(weights)} values, expected num_classes={num_classes}")
+            raise ConfigError(f"model.class_weight has {len(weights)} values, expected num_classes={num_classes}")
         self.criterion = CombinedLoss(loss, weights, ohem_thresh, ohem_min_kept, focal_gamma, loss_avg_non_ignore)
         if class_weight is not None and "ce" not in self.criterion.terms:
-            raise ValueError(f"model.class_weight applies to the 'ce' loss term, but model.loss={loss!r} has none")
+            raise ConfigError(f"model.class_weight applies to the 'ce' loss term, but model.loss={loss!r} has none")
         self.aux_criterion = CrossEntropyLoss(avg_non_ignore=loss_avg_non_ignore)
+        # evaluation: the mean over labelled pixels, so that weighting batches by their labelled pixels is exact
+        self.eval_criterion = CrossEntropyLoss(avg_non_ignore=True)
         self.inference = inference or InferenceConfig()
         self.val_metrics = SegmentationMetrics(num_classes)
         self.test_metrics = SegmentationMetrics(num_classes)
+        # evaluation CE as sum over labelled pixels / their count, synchronised like the confusion matrix
+        self.val_loss = MeanMetric().set_dtype(torch.float64)
+        self.test_loss = MeanMetric().set_dtype(torch.float64)
         self.val_boundary = BoundaryIoU(num_classes) if boundary_iou else None
         self.test_boundary = BoundaryIoU(num_classes) if boundary_iou else None
         self.last_scores: dict[str, torch.Tensor] = {}
@@ -122,7 +128,7 @@ class SegmentationModule(L.LightningModule):
         if isinstance(self.hparams.class_weight, str) and "ce" in self.criterion.terms:
             datamodule = getattr(self.trainer, "datamodule", None)
             if datamodule is None or not hasattr(datamodule, "class_weights"):
-                raise ValueError(f"model.class_weight={self.hparams.class_weight!r} needs the ADE20KDataModule")
+                raise ConfigError(f"model.class_weight={self.hparams.class_weight!r} needs the ADE20KDataModule")
             weights = datamodule.class_weights(self.hparams.class_weight)
             self.criterion.terms["ce"].class_weight = weights.to(self.device)
             log.info("class weights (%s): min %.3f max %.3f", self.hparams.class_weight, weights.min(), weights.max())
@@ -165,50 +171,45 @@ class SegmentationModule(L.LightningModule):
         batch: tuple[torch.Tensor, torch.Tensor],
         metrics: SegmentationMetrics,
         boundary: BoundaryIoU | None,
-        prefix: str,
+        loss: MeanMetric,
     ) -> torch.Tensor:
         images, masks = batch
         logits = predict_logits(self, images, self.inference, self.hparams.num_classes)
-        # plain cross-entropy whatever the training loss: cheap at full resolution, comparable across runs
-        self.log(f"{prefix}/loss", self.aux_criterion(logits, masks), sync_dist=True, batch_size=len(images))
+        # plain cross-entropy whatever the training loss: cheap at full resolution, comparable across runs;
+        # weighted by the labelled pixels so that the evaluation set's mean does not depend on the batching
+        labelled = (masks != IGNORE_INDEX).sum()
+        loss.update(self.eval_criterion(logits, masks).detach(), weight=labelled)
         metrics.update(logits, masks)
         if boundary is not None:
             boundary.update(logits, masks)
         return logits
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        return self._evaluate(batch, self.val_metrics, self.val_boundary, "val")
+        return self._evaluate(batch, self.val_metrics, self.val_boundary, self.val_loss)
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        return self._evaluate(batch, self.test_metrics, self.test_boundary, "test")
+        return self._evaluate(batch, self.test_metrics, self.test_boundary, self.test_loss)
 
-    def _log_scores(self, metrics: SegmentationMetrics, boundary: BoundaryIoU | None, prefix: str) -> None:
+    def _log_scores(
+        self, metrics: SegmentationMetrics, boundary: BoundaryIoU | None, loss: MeanMetric, prefix: str
+    ) -> None:
         scores = metrics.compute()
-        # already reduced over processes by the metric; sync_dist only averages identical values
+        # already reduced over processes by the metrics; sync_dist only averages identical values
         self.log_dict({f"{prefix}/{k}": scores[k].float() for k in ("mIoU", "aAcc", "mAcc")}, sync_dist=True)
+        scores["loss"] = loss.compute().double()
+        self.log(f"{prefix}/loss", scores["loss"].float(), sync_dist=True)
         if boundary is not None:
             self.log(f"{prefix}/bIoU", boundary.compute().float(), sync_dist=True)
             boundary.reset()
-        self.last_scores = {k: v.detach().cpu() for k, v in scores.items()}
+        self.last_scores = {k: v.detach().cpu() for k, v in scores.items()}  # read by ResultsWriter, WandbMedia
         metrics.reset()
-        if self.trainer.is_global_zero and not self.trainer.sanity_checking:
-            name = f"{self.trainer.state.fn.value}_{prefix}_step{self.global_step:07d}.json"  # e.g. fit_val_step...
-            write_scores(self.last_scores, Path(self.trainer.default_root_dir) / "results" / name, self.hparams)
-
-    def on_train_epoch_end(self) -> None:
-        self._report_skipped()
+        loss.reset()
 
     def on_validation_epoch_end(self) -> None:
-        self._log_scores(self.val_metrics, self.val_boundary, "val")
-        self._report_skipped()
-
-    def _report_skipped(self) -> None:
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if hasattr(datamodule, "report_skipped"):
-            datamodule.report_skipped()
+        self._log_scores(self.val_metrics, self.val_boundary, self.val_loss, "val")
 
     def on_test_epoch_end(self) -> None:
-        self._log_scores(self.test_metrics, self.test_boundary, "test")
+        self._log_scores(self.test_metrics, self.test_boundary, self.test_loss, "test")
 
     def predict_step(self, batch: tuple[torch.Tensor, list[str]], batch_idx: int) -> dict[str, Any]:
         images, paths = batch
@@ -234,10 +235,10 @@ class SegmentationModule(L.LightningModule):
 def _check_positive(**values: float) -> None:
     for name, value in values.items():
         if not value > 0:
-            raise ValueError(f"model.{name} must be positive, got {value}")
+            raise ConfigError(f"model.{name} must be positive, got {value}")
 
 
 def _check_non_negative(**values: float) -> None:
     for name, value in values.items():
         if value < 0:
-            raise ValueError(f"model.{name} must be non-negative, got {value}")
+            raise ConfigError(f"model.{name} must be non-negative, got {value}")

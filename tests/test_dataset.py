@@ -83,7 +83,7 @@ def test_unpaired_files_are_named(tiny_root: Path) -> None:
 
 def test_empty_file(tiny_root: Path) -> None:
     _first(tiny_root, "images").write_bytes(b"")
-    with pytest.raises(CorruptSampleError, match=r"1 empty files .*ADE_training_00000000.jpg"):
+    with pytest.raises(CorruptSampleError, match=r"1 unusable files .*empty file .*ADE_training_00000000.jpg"):
         ADE20KDataset(tiny_root, "training")
 
 
@@ -184,3 +184,70 @@ def test_embedded_dataset_is_deterministic_and_rewritten_cleanly(tmp_path: Path)
 
     values = set(np.unique(np.asarray(Image.open(sorted((a / "annotations" / "training").iterdir())[0]))).tolist())
     assert values <= {0, *CLASS_VALUES} and len(values) >= 3
+
+
+def test_file_as_root_is_not_a_folder(tmp_path: Path) -> None:
+    archive = tmp_path / "ADEChallengeData2016.zip"
+    archive.write_bytes(b"PK")
+    with pytest.raises(FileNotFoundError, match=r"ADEChallengeData2016.zip' is not a folder \(found a file\)"):
+        ADE20KDataset(archive)
+
+
+def test_pairs_in_subfolders_are_read_recursively(tiny_root: Path, samples_root: Path) -> None:
+    real_img = sorted((samples_root / "images" / "validation").iterdir())[0]
+    real_ann = samples_root / "annotations" / "validation" / f"{real_img.stem}.png"
+    for kind, source in (("images", real_img), ("annotations", real_ann)):
+        (tiny_root / kind / "training" / "scene_a").mkdir()
+        shutil.copy(source, tiny_root / kind / "training" / "scene_a" / source.name)
+    ds = ADE20KDataset(tiny_root, "training")
+    assert len(ds) == 3
+    image_path, ann_path = ds.pairs[2]
+    assert image_path.parent.name == ann_path.parent.name == "scene_a" and image_path.stem == ann_path.stem
+    assert ds[2][1].shape == np.asarray(Image.open(real_ann)).shape
+    (tiny_root / "annotations" / "training" / "scene_a" / real_ann.name).rename(
+        tiny_root / "annotations" / "training" / real_ann.name
+    )  # same name, other subfolder: not a pair
+    with pytest.raises(FileNotFoundError, match=rf"1 images without annotation \['scene_a/{real_img.stem}'\]"):
+        ADE20KDataset(tiny_root, "training")
+
+
+def test_symlinked_files_and_folders_are_followed(tiny_root: Path, tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    image = _first(tiny_root, "images")
+    image.rename(elsewhere / image.name)
+    image.symlink_to(elsewhere / image.name)
+    (tiny_root / "annotations" / "training").rename(elsewhere / "annotations")
+    (tiny_root / "annotations" / "training").symlink_to(elsewhere / "annotations", target_is_directory=True)
+    ds = ADE20KDataset(tiny_root, "training")
+    assert len(ds) == 2 and ds[0][0].shape == (3, 40, 60)
+
+
+def test_dangling_link_and_loop_are_named_and_skippable(tiny_root: Path) -> None:
+    image = _first(tiny_root, "images")
+    image.unlink()
+    image.symlink_to(image.with_name("moved_away.jpg"))
+    with pytest.raises(CorruptSampleError, match=rf"dangling symlink .*{image.name}' -> .*moved_away.jpg"):
+        ADE20KDataset(tiny_root, "training")
+    ds = ADE20KDataset(tiny_root, "training", on_error="skip")
+    assert len(ds) == 1 and ds.pairs[0][0].name == "ADE_training_00000001.jpg"
+    with pytest.warns(UserWarning, match=r"1 corrupt samples skipped .*dangling symlink"):
+        assert ds.report_skipped() == 1
+
+    loop = tiny_root / "images" / "training" / "ADE_training_00000000.jpg"
+    loop.unlink()
+    loop.symlink_to(loop)  # a link to itself
+    with pytest.raises(CorruptSampleError, match=r"symlink loop at .*ADE_training_00000000.jpg"):
+        ADE20KDataset(tiny_root, "training")
+    (tiny_root / "images" / "training" / "again").symlink_to(tiny_root / "images" / "training")
+    with pytest.raises(CorruptSampleError, match=r"symlink loop at .*again': folder .* is already listed"):
+        ADE20KDataset(tiny_root, "training")
+    ds = ADE20KDataset(tiny_root, "training", on_error="skip")
+    assert len(ds) == 1 and ds.skipped_count == 2
+
+
+def test_same_stem_as_jpg_and_png_names_both_files(tiny_root: Path) -> None:
+    image = _first(tiny_root, "images")
+    Image.open(image).save(image.with_suffix(".png"))
+    with pytest.raises(FileNotFoundError, match=r"two files for sample 'ADE_training_00000000': .*\.jpg' and .*\.png'"):
+        ADE20KDataset(tiny_root, "training")

@@ -103,3 +103,50 @@ def test_boundary_iou() -> None:
     region.update(torch.roll(target, 4, dims=2), target)
     b, r = shifted.compute().item(), region.compute()["mIoU"].item()
     assert 0 < b < r < 1  # boundary IoU punishes the misplaced edge harder than region IoU
+
+
+def test_all_ignored_evaluation_set_warns_with_the_cause() -> None:
+    metric = SegmentationMetrics(num_classes=4)
+    metric.update(torch.randn(2, 4, 8, 8), torch.full((2, 8, 8), 255))
+    with pytest.warns(UserWarning, match="no labelled pixel in the evaluation set"):
+        scores = metric.compute()
+    assert math.isnan(float(scores["mIoU"])) and math.isnan(float(scores["aAcc"]))
+
+
+def test_nan_score_never_selects_the_best_checkpoint(tmp_path, synthetic_root) -> None:
+    """A real fit whose validation set has no labelled pixel: warned, no best.ckpt, last.ckpt written."""
+    import shutil
+
+    import numpy as np
+    from PIL import Image
+
+    from segfpn.cli import run_cli
+    from tests.test_cli import tiny_args
+
+    data = tmp_path / "ADEChallengeData2016"
+    shutil.copytree(synthetic_root, data)
+    for ann in (data / "annotations" / "validation").iterdir():
+        Image.fromarray(np.zeros_like(np.asarray(Image.open(ann)))).save(ann)  # 0 = "other": ignored
+    with pytest.warns(UserWarning) as caught:
+        cli = run_cli(["fit", *tiny_args(tmp_path / "run", data, max_steps=4)])
+    messages = [str(w.message) for w in caught]
+    assert any("no labelled pixel in the evaluation set" in m for m in messages)
+    assert any("val/mIoU is NaN" in m and "not considered for best.ckpt" in m for m in messages)
+    assert math.isnan(float(cli.trainer.callback_metrics["val/mIoU"]))
+    checkpoints = tmp_path / "run" / "checkpoints"
+    assert (checkpoints / "last.ckpt").is_file()
+    assert not (checkpoints / "best.ckpt").exists() and not list(checkpoints.glob("step*.ckpt"))
+    assert cli.trainer.checkpoint_callback.best_model_path == ""
+
+
+def test_wandb_ground_truth_keeps_ignored_pixels_apart_from_class_0() -> None:
+    import numpy as np
+
+    from segfpn.callbacks import overlay_masks
+
+    gt = np.array([[0, 255], [3, 255]], dtype=np.uint8)
+    masks = overlay_masks(np.zeros((2, 2), np.int64), gt, ["wall", "b", "c", "d"])
+    truth = masks["ground_truth"]
+    assert truth["class_labels"][255] == "ignored" and truth["class_labels"][0] == "wall"
+    np.testing.assert_array_equal(truth["mask_data"], gt)  # 255 not painted as class 0
+    assert 255 not in masks["prediction"]["class_labels"]

@@ -66,7 +66,7 @@ def test_signal_saves_at_the_step_boundary_stops_and_requeues(
     before = signal.getsignal(signal.SIGUSR1)
     trainer = _fit(tmp_path, synthetic_root, 10, [SlurmRequeue(), _SignalAt(2)])
     assert trainer.global_step == 3  # the step that was running when the signal came is finished, no more
-    saved = torch.load(tmp_path / "hpc_ckpt_1.ckpt", weights_only=False)
+    saved = torch.load(tmp_path / "hpc_ckpt_1.ckpt", weights_only=True)
     assert saved["global_step"] == 3
     assert fake_slurm.read_text().split() == ["requeue", "4242"]
     assert signal.getsignal(signal.SIGUSR1) == before  # the handler is only there during fit

@@ -60,13 +60,16 @@ def test_repeat_factors_follow_lvis_formula() -> None:
 
 
 def test_sampler_draw_frequencies_follow_repeat_factors() -> None:
-    factors = np.array([1.0, 2.5, 1.2, 4.0, 0.0 + 1.0])
+    factors = np.array([1.0, 2.5, 1.2, 4.0, 1.3])  # sum 10: expected counts are the factors themselves
     sampler = RepeatFactorSampler(factors, seed=0)
     counts = np.zeros(len(factors))
     epochs = 2000
     for epoch in range(epochs):
         sampler.set_epoch(epoch)
-        counts += np.bincount(list(sampler), minlength=len(factors))
+        drawn = np.bincount(list(sampler), minlength=len(factors))
+        assert drawn.sum() == len(sampler) == 10
+        assert ((drawn == np.floor(factors)) | (drawn == np.ceil(factors))).all()  # never far from r_i
+        counts += drawn
     np.testing.assert_allclose(counts / epochs, factors, rtol=0.03)
     sampler.set_epoch(7)
     assert list(sampler) == (sampler.set_epoch(7) or list(sampler))  # deterministic per epoch
@@ -82,3 +85,19 @@ def test_class_weights() -> None:
     assert torch.isclose(class_weights(pixels, "inverse")[:3].mean(), torch.tensor(1.0))
     with pytest.raises(ValueError, match="class weight method"):
         class_weights(pixels, "median")
+
+
+def test_repeat_factor_epochs_have_a_fixed_length_and_scaled_expectations() -> None:
+    rng = np.random.default_rng(0)
+    factors = 1.0 + 3.0 * rng.random(400) ** 4  # fractional sum: epochs of round(sum)
+    sampler = RepeatFactorSampler(factors, seed=3)
+    counts = np.zeros(len(factors))
+    epochs = 300
+    for epoch in range(epochs):
+        sampler.set_epoch(epoch)
+        drawn = list(sampler)
+        assert len(drawn) == len(sampler) == round(factors.sum())
+        counts += np.bincount(drawn, minlength=len(factors))
+    expected = factors * len(sampler) / factors.sum()  # within 0.05% of the factors
+    np.testing.assert_allclose(counts.sum() / epochs, len(sampler))
+    assert abs(counts / epochs - expected).max() < 0.2 and abs((counts / epochs - expected).mean()) < 0.01

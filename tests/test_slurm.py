@@ -107,7 +107,7 @@ def test_single_node_job_runs_ddp_to_the_end(slurm: dict[str, str], tmp_path: Pa
     _wait(slurm, job, 300)
     log = (tmp_path / f"job-{job}.out").read_text()
     assert "2 task(s)" in log, log[-2000:]
-    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == 4, log[-3000:]
     assert "GLOBAL_RANK: 1" in log or "Initializing distributed: GLOBAL_RANK: 0, MEMBER: 1/2" in log, log[-3000:]
 
@@ -123,9 +123,9 @@ def test_preempted_job_is_requeued_and_resumes(slurm: dict[str, str], tmp_path: 
     log = (tmp_path / f"job-{job}.out").read_text()
     hpc = sorted((tmp_path / "run").glob("hpc_ckpt_*.ckpt"))
     assert hpc, log[-3000:]
-    saved_at = torch.load(hpc[0], weights_only=False)["global_step"]
+    saved_at = torch.load(hpc[0], weights_only=True)["global_step"]
     assert 0 < saved_at < planned
     assert "Slurm pre-emption (SIGUSR1): saving" in log and "Requeued Slurm job" in log, log[-3000:]
     assert "restart 1" in log and "Restored all states from the checkpoint" in log, log[-3000:]
-    final = torch.load(last, weights_only=False)
+    final = torch.load(last, weights_only=True)
     assert final["global_step"] == planned, log[-3000:]

@@ -5,8 +5,7 @@ from __future__ import annotations
 import inspect
 from pathlib import Path
 
-import torch
-
+from segfpn.checkpoint_file import load_checkpoint
 from segfpn.datasets.datamodule import ADE20KDataModule
 from segfpn.module import SegmentationModule
 
@@ -16,10 +15,8 @@ def load_trained(
 ) -> tuple[SegmentationModule, ADE20KDataModule]:
     """The module (eval mode, on ``device``) and a DataModule with the checkpoint's data settings."""
     ckpt = Path(ckpt)
-    if not ckpt.is_file():
-        raise FileNotFoundError(f"checkpoint {str(ckpt)!r} does not exist")
-    module = SegmentationModule.load_from_checkpoint(ckpt, map_location=device).eval()
-    saved = torch.load(ckpt, map_location="cpu", weights_only=False).get("datamodule_hyper_parameters", {})
+    saved = load_checkpoint(ckpt).get("datamodule_hyper_parameters", {})
+    module = SegmentationModule.load_from_checkpoint(ckpt, map_location=device, weights_only=True).eval()
     accepted = inspect.signature(ADE20KDataModule).parameters
     settings = {k: v for k, v in saved.items() if k in accepted}
     settings.update(num_workers=0, **({"data_root": data_root} if data_root else {}))

@@ -22,6 +22,8 @@ from typing import Any
 
 import yaml
 
+from segfpn.errors import ConfigError, DataError
+
 
 @dataclass
 class Experiment:
@@ -36,13 +38,13 @@ class Experiment:
     def load(cls, path: str | Path) -> Experiment:
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"experiment file {str(path)!r} does not exist")
+            raise DataError(f"experiment file {str(path)!r} does not exist")
         spec = yaml.safe_load(path.read_text()) or {}
         missing = {"name", "base", "variants"} - set(spec)
         if missing:
-            raise ValueError(f"experiment file {str(path)!r} lacks {sorted(missing)} (see segfpn.analysis.experiment)")
+            raise ConfigError(f"experiment file {str(path)!r} lacks {sorted(missing)} (see segfpn.analysis.experiment)")
         if not isinstance(spec["variants"], dict) or not spec["variants"]:
-            raise ValueError(f"experiment file {str(path)!r}: 'variants' must map names to overrides")
+            raise ConfigError(f"experiment file {str(path)!r}: 'variants' must map names to overrides")
         return cls(
             spec["name"],
             Path(spec["base"]),
@@ -94,7 +96,7 @@ def run_experiment(
     names = [v for v in experiment.variants if not only or v in only]
     unknown = sorted(set(only or []) - set(experiment.variants))
     if unknown:
-        raise ValueError(f"unknown variants {unknown}; {experiment.name} has {list(experiment.variants)}")
+        raise ConfigError(f"unknown variants {unknown}; {experiment.name} has {list(experiment.variants)}")
     for i, variant in enumerate(names, start=1):
         root = out / experiment.name / variant
         runs[variant] = root

@@ -13,6 +13,7 @@ import numpy as np
 
 from segfpn.analysis.experiment import final_results
 from segfpn.datasets.ade20k_classes import ADE20K_CLASSES
+from segfpn.errors import DataError
 from segfpn.utils.visualize import plot_confusion_matrix, plot_per_class_iou, top_confusions
 
 
@@ -96,9 +97,11 @@ def write_report(
 ) -> dict[str, Path]:
     """``report.md``, ``report.html``, ``results.csv`` and figures in ``folder`` from its runs. The first run
     of ``order`` (default: ``baseline`` if present, then alphabetical) is the reference of the comparisons."""
+    if not folder.is_dir():
+        raise DataError(f"report folder {str(folder)!r} is not a folder; expected the output of `segfpn experiment`")
     runs = collect_runs(folder)
     if not runs:
-        raise FileNotFoundError(f"no runs with results/*.json below {str(folder)!r}; run `segfpn experiment` first")
+        raise DataError(f"no runs with results/*.json below {str(folder)!r}; run `segfpn experiment` first")
     title = title or f"Report: {folder.name}"
     names = [n for n in order if n in runs] if order else sorted(runs, key=lambda n: (n != "baseline", n))
     baseline = names[0]

@@ -11,6 +11,7 @@ import torch
 
 from segfpn.datasets.ade20k import ADE20KDataset, load_image
 from segfpn.datasets.transforms import val_transform
+from segfpn.errors import ConfigError
 from segfpn.models import SegmentationModel
 from segfpn.utils.visualize import plot_attention_maps, plot_feature_maps
 
@@ -20,7 +21,7 @@ def load_input(image: Path | None, data_root: Path | None, index: int, split: st
     if image is not None:
         return val_transform()(image=load_image(image))["image"].unsqueeze(0)
     if data_root is None:
-        raise ValueError("pass --image FILE or --data-root DIR (with --index)")
+        raise ConfigError("pass --image FILE or --data-root DIR (with --index)")
     return ADE20KDataset(data_root, split)[index][0].unsqueeze(0)
 
 

@@ -15,6 +15,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import Dataset
 
 from segfpn.datasets.ade20k_classes import ADE20K_CLASSES, ADE20K_PALETTE
+from segfpn.datasets.listing import list_files
+from segfpn.errors import ConfigError, DataError, UserError
 
 log = logging.getLogger(__name__)
 
@@ -26,42 +28,60 @@ SPLIT_ALIASES = {"train": "training", "training": "training", "val": "validation
 LAYOUT = "ADEChallengeData2016/{images,annotations}/{training,validation}/ADE_*.{jpg,png}"
 
 
-class CorruptSampleError(RuntimeError):
+class CorruptSampleError(UserError, RuntimeError):
     """An image or annotation that cannot be used; the message names the file and the problem."""
 
 
 def resolve_split(split: str) -> str:
     """The official split folder name for ``split`` (accepts ``train``/``val`` aliases)."""
     if split not in SPLIT_ALIASES:
-        raise ValueError(f"split must be one of {sorted(SPLIT_ALIASES)}, got {split!r}")
+        raise ConfigError(f"split must be one of {sorted(SPLIT_ALIASES)}, got {split!r}")
     return SPLIT_ALIASES[split]
 
 
-def list_pairs(root: Path, split: str) -> list[tuple[Path, Path]]:
-    """(image, annotation) paths of a split, sorted; raises naming the folder or the unpaired files."""
+def list_pairs(
+    root: Path, split: str, on_error: Literal["raise", "skip"] = "raise", skipped: list[str] | None = None
+) -> list[tuple[Path, Path]]:
+    """(image, annotation) paths of a split, sorted; pairs are matched by their path relative to
+    ``images/<split>`` and ``annotations/<split>`` without extension, subfolders included (as mmseg).
+
+    Raises naming the folder, the unpaired files or the duplicated names. Dangling or looping symlinks and
+    empty files raise, or with ``on_error="skip"`` are left out and their messages appended to ``skipped``.
+    """
     split = resolve_split(split)
+    if not root.exists():
+        raise DataError(f"ADE20K root {str(root)!r} does not exist; expected the layout {LAYOUT}")
     if not root.is_dir():
-        raise FileNotFoundError(f"ADE20K root {str(root)!r} does not exist; expected the layout {LAYOUT}")
+        raise DataError(f"ADE20K root {str(root)!r} is not a folder (found a file); expected the layout {LAYOUT}")
     img_dir, ann_dir = root / "images" / split, root / "annotations" / split
     for folder in (img_dir, ann_dir):
         if not folder.is_dir():
-            raise FileNotFoundError(f"missing folder {str(folder)!r}; expected the layout {LAYOUT}")
-    images = {p.stem: p for p in img_dir.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png")}
-    annotations = {p.stem: p for p in ann_dir.iterdir() if p.suffix.lower() == ".png"}
-    if not images:
-        raise FileNotFoundError(f"no images (*.jpg) in {str(img_dir)!r}")
-    without_ann = sorted(set(images) - set(annotations))
-    without_img = sorted(set(annotations) - set(images))
+            raise DataError(f"missing folder {str(folder)!r}; expected the layout {LAYOUT}")
+    images, annotations = list_files(img_dir, (".jpg", ".jpeg", ".png")), list_files(ann_dir, (".png",))
+    problems = {**annotations.broken, **images.broken}
+    for key, path in sorted({**annotations.files, **images.files}.items()):
+        if path.stat().st_size == 0:
+            problems.setdefault(key, f"empty file {str(path)!r}")
+    if problems and on_error == "raise":
+        messages = sorted(problems.values())
+        raise CorruptSampleError(
+            f"{len(messages)} unusable files in {str(root)!r} ({split}): {'; '.join(messages[:3])}"
+        )
+    if skipped is not None:
+        skipped.extend(problems[k] for k in sorted(problems))
+    for key in problems:  # skip the whole pair
+        images.files.pop(key, None)
+        annotations.files.pop(key, None)
+    if not images.files:
+        raise DataError(f"no images (*.jpg, *.png) in {str(img_dir)!r}")
+    without_ann = sorted(set(images.files) - set(annotations.files))
+    without_img = sorted(set(annotations.files) - set(images.files))
     if without_ann or without_img:
-        raise FileNotFoundError(
+        raise DataError(
             f"unpaired files in {str(root)!r} ({split}): {len(without_ann)} images without annotation "
             f"{without_ann[:5]}, {len(without_img)} annotations without image {without_img[:5]}"
         )
-    pairs = [(images[k], annotations[k]) for k in sorted(images)]
-    empty = [str(p) for pair in pairs for p in pair if p.stat().st_size == 0]
-    if empty:
-        raise CorruptSampleError(f"{len(empty)} empty files in {str(root)!r}, e.g. {empty[:3]}")
-    return pairs
+    return [(images.files[k], annotations.files[k]) for k in sorted(images.files)]
 
 
 def load_image(path: Path) -> np.ndarray:
@@ -130,10 +150,11 @@ class ADE20KDataset(Dataset):
         on_error: Literal["raise", "skip"] = "raise",
     ) -> None:
         if on_error not in ("raise", "skip"):
-            raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+            raise ConfigError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
         self.root = Path(root_dir)
         self.split = resolve_split(split)
-        self.pairs = list_pairs(self.root, self.split)
+        self.skipped: list[str] = []  # messages of the samples this process skipped
+        self.pairs = list_pairs(self.root, self.split, on_error, self.skipped)
         self.reduce_zero_label = reduce_zero_label
         self.on_error = on_error
         if transform is None:
@@ -141,9 +162,8 @@ class ADE20KDataset(Dataset):
 
             transform = val_transform()
         self.transform = transform
-        self.skipped: list[str] = []  # messages of the samples this process skipped
         # shared with forked DataLoader workers, so the main process can report their skips too
-        self._skip_count = multiprocessing.Value("i", 0)
+        self._skip_count = multiprocessing.Value("i", len(self.skipped))
 
     def __len__(self) -> int:
         return len(self.pairs)

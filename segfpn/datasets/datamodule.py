@@ -25,6 +25,7 @@ from segfpn.datasets.sampling import (
 )
 from segfpn.datasets.synthetic import generate_dataset
 from segfpn.datasets.transforms import train_transform
+from segfpn.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -80,14 +81,14 @@ class ADE20KDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         if data_root is None and not embedded:
-            raise ValueError("data.data_root is required (the ADEChallengeData2016 folder), or set data.embedded=true")
+            raise ConfigError("data.data_root is required (the ADEChallengeData2016 folder), or set data.embedded=true")
         for name, value in (("batch_size", batch_size), ("val_batch_size", val_batch_size), ("crop_size", crop_size)):
             if value < 1:
-                raise ValueError(f"data.{name} must be a positive integer, got {value}")
+                raise ConfigError(f"data.{name} must be a positive integer, got {value}")
         if num_workers < 0:
-            raise ValueError(f"data.num_workers must be >= 0, got {num_workers}")
+            raise ConfigError(f"data.num_workers must be >= 0, got {num_workers}")
         if sampler not in ("random", "repeat_factor"):
-            raise ValueError(f"data.sampler must be 'random' or 'repeat_factor', got {sampler!r}")
+            raise ConfigError(f"data.sampler must be 'random' or 'repeat_factor', got {sampler!r}")
         self.save_hyperparameters()
         self.data_root = Path(data_root or "data/embedded_ade20k")
         self.num_classes = NUM_CLASSES

@@ -9,6 +9,7 @@ from torch.utils.data import Dataset
 
 from segfpn.datasets.ade20k import load_image
 from segfpn.datasets.transforms import val_transform
+from segfpn.errors import ConfigError, DataError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -23,9 +24,9 @@ class ImageFolder(Dataset):
         elif root.is_dir():
             self.paths = sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         else:
-            raise FileNotFoundError(f"predict_dir {str(root)!r} is neither an image file nor a folder")
+            raise DataError(f"predict_dir {str(root)!r} is neither an image file nor a folder")
         if not self.paths:
-            raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {str(root)!r}")
+            raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {str(root)!r}")
         self.transform = val_transform()
 
     def __len__(self) -> int:
@@ -40,5 +41,5 @@ def collate_with_paths(batch: list[tuple[torch.Tensor, str]]) -> tuple[torch.Ten
     """Batch of one or more same-size images with their paths (use batch size 1 for mixed sizes)."""
     sizes = {img.shape for img, _ in batch}
     if len(sizes) != 1:
-        raise ValueError(f"predict batches need images of one size, got {sorted(sizes)}; use batch size 1")
+        raise ConfigError(f"predict batches need images of one size, got {sorted(sizes)}; use batch size 1")
     return torch.stack([img for img, _ in batch]), [p for _, p in batch]

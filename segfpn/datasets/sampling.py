@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator
 from typing import Literal
 
@@ -10,12 +9,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, DistributedSampler, Sampler
 
+from segfpn.errors import ConfigError
+
 
 def repeat_factors(presence: np.ndarray, threshold: float = 0.01) -> np.ndarray:
     """Per-image repeat factor r_i = max over its classes c of max(1, sqrt(t / f_c)), where f_c is the
     fraction of images containing c (Gupta et al., LVIS, 2019)."""
     if threshold <= 0:
-        raise ValueError(f"repeat threshold must be positive, got {threshold}")
+        raise ConfigError(f"repeat threshold must be positive, got {threshold}")
     freq = presence.mean(0)
     class_factor = np.where(freq > 0, np.maximum(1.0, np.sqrt(threshold / np.maximum(freq, 1e-12))), 1.0)
     per_image = np.where(presence, class_factor[None, :], 1.0)
@@ -62,28 +63,38 @@ class EpochShuffleSampler(_EpochSeeded, Sampler[int]):
 
 
 class RepeatFactorSampler(_EpochSeeded, Sampler[int]):
-    """Each epoch, image i appears floor(r_i) times plus once more with probability frac(r_i), shuffled.
+    """Each epoch has the same length n = round(sum of r_i) (at least 1); image i is drawn floor or ceil of
+    n r_i / sum(r) times, that value on average (r_i when the sum is whole), in a shuffled order.
 
-    Deterministic per (seed, epoch); Lightning wraps it for DDP (each rank gets its share).
+    Deterministic per (seed, epoch), so every DDP rank sees the same list and Lightning's
+    DistributedSamplerWrapper gives each the same number of samples every epoch.
     """
 
     def __init__(self, factors: np.ndarray, seed: int = 0, epoch_fn: Callable[[], int | None] | None = None) -> None:
         self.factors = torch.as_tensor(factors, dtype=torch.float64)
+        if len(self.factors) == 0 or not bool((self.factors > 0).all()):
+            raise ConfigError(f"repeat factors must be positive and at least one, got {self.factors.tolist()[:10]}")
         self.seed = seed
         self.epoch_fn = epoch_fn
+        self.num_samples = max(1, round(float(self.factors.sum())))
 
     def _indices(self) -> torch.Tensor:
+        # systematic sampling: n points u, u+1, ..., u+n-1 on the images' expected counts laid end to end, in
+        # a random image order; image i gets floor or ceil of its expected count and exactly it on average
         g = self.generator()
-        whole = self.factors.floor()
-        reps = whole + (torch.rand(len(self.factors), generator=g, dtype=torch.float64) < self.factors - whole)
-        indices = torch.repeat_interleave(torch.arange(len(self.factors)), reps.long())
-        return indices[torch.randperm(len(indices), generator=g)]
+        order = torch.randperm(len(self.factors), generator=g)
+        expected = self.factors[order] * (self.num_samples / float(self.factors.sum()))
+        ends = torch.cumsum(expected, 0)
+        ends[-1] = self.num_samples  # no rounding error at the end
+        points = torch.rand(1, generator=g, dtype=torch.float64) + torch.arange(self.num_samples, dtype=torch.float64)
+        indices = order[torch.searchsorted(ends, points, right=True)]
+        return indices[torch.randperm(self.num_samples, generator=g)]
 
     def __iter__(self) -> Iterator[int]:
         return iter(self._indices().tolist())
 
     def __len__(self) -> int:
-        return int(math.ceil(float(self.factors.sum())))
+        return self.num_samples
 
 
 def class_weights(
@@ -103,7 +114,7 @@ def class_weights(
     elif method == "inverse":
         w = 1.0 / np.maximum(freq, 1e-12)
     else:
-        raise ValueError(f"class weight method must be inverse_log, inverse_sqrt or inverse, got {method!r}")
+        raise ConfigError(f"class weight method must be inverse_log, inverse_sqrt or inverse, got {method!r}")
     w = np.where(present, w, 0.0)
     w = w / w[present].mean() if present.any() else w
     return torch.as_tensor(w, dtype=torch.float32)

@@ -7,6 +7,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from segfpn.errors import ConfigError
+
 AttentionName = Literal["se", "cbam"]
 
 
@@ -56,5 +58,5 @@ def build_attention(name: str | None, channels: int) -> nn.Module:
     if name is None or name == "none":
         return nn.Identity()
     if name not in _BLOCKS:
-        raise ValueError(f"attention={name!r} is not known; expected one of {sorted(_BLOCKS)} or None")
+        raise ConfigError(f"attention={name!r} is not known; expected one of {sorted(_BLOCKS)} or None")
     return _BLOCKS[name](channels)

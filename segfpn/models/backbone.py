@@ -12,6 +12,8 @@ import torch
 from timm.models._features import FeatureGetterNet
 from torch import nn
 
+from segfpn.errors import ConfigError, DataError
+
 log = logging.getLogger(__name__)
 
 # Backbones whose shapes, padding and checkpoints are covered by segfpn's tests.
@@ -52,7 +54,7 @@ def stride_indices(name: str, feature_info: Sequence[dict], strides: Sequence[in
 def _check_name(name: str) -> None:
     if name not in timm.list_models():
         close = timm.list_models(f"*{name.split('_')[0]}*")[:12]
-        raise ValueError(
+        raise ConfigError(
             f"backbone_name={name!r} is not a timm model. Tested backbones: {', '.join(TESTED_BACKBONES)}; "
             f"similar timm names: {', '.join(close) or 'none'} (segfpn.models.list_backbones() lists all)."
         )
@@ -109,7 +111,7 @@ class TimmBackbone(nn.Module):
         if pretrained_path:
             self.load_checkpoint(pretrained_path)
         if not -1 <= frozen_stages <= len(self.channels):
-            raise ValueError(f"frozen_stages must be in -1..{len(self.channels)}, got {frozen_stages}")
+            raise ConfigError(f"frozen_stages must be in -1..{len(self.channels)}, got {frozen_stages}")
         self.frozen_stages = frozen_stages
         self._freeze()
 
@@ -121,7 +123,7 @@ class TimmBackbone(nn.Module):
         """Load backbone weights from a local file; returns timm's missing/unexpected key lists."""
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"pretrained_path={str(path)!r}: no such file")
+            raise DataError(f"pretrained_path={str(path)!r}: no such file")
         state = _read_state_dict(path)
         model = self.body.model
         filter_fn = getattr(sys.modules[type(model).__module__], "checkpoint_filter_fn", None)
@@ -133,7 +135,7 @@ class TimmBackbone(nn.Module):
             state = filter_fn(state, model)  # original-repository key names -> timm's
         matched = [k for k, v in state.items() if k in own and own[k].shape == v.shape]
         if not matched:
-            raise ValueError(
+            raise ConfigError(
                 f"pretrained_path={str(path)!r}: none of its {len(state)} tensors fits backbone {self.name!r} "
                 f"(first keys: {list(state)[:3]}; expected keys like {list(own)[:3]})."
             )
@@ -195,10 +197,10 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        raise ValueError(f"pretrained_path={str(path)!r}: not a readable torch checkpoint ({err})") from err
+        raise ConfigError(f"pretrained_path={str(path)!r}: not a readable torch checkpoint ({err})") from err
     for key in ("state_dict", "model", "module"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
     if not isinstance(obj, dict):
-        raise ValueError(f"pretrained_path={str(path)!r}: expected a state dict, found {type(obj).__name__}")
+        raise ConfigError(f"pretrained_path={str(path)!r}: expected a state dict, found {type(obj).__name__}")
     return obj

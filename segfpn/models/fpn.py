@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from segfpn.errors import ConfigError
 from segfpn.models.attention import build_attention
 
 UpsampleMode = Literal["nearest", "bilinear", "transposed"]
@@ -37,11 +38,11 @@ class FPN(nn.Module):
     ) -> None:
         super().__init__()
         if upsample_mode not in ("nearest", "bilinear", "transposed"):
-            raise ValueError(f"upsample_mode must be 'nearest', 'bilinear' or 'transposed', got {upsample_mode!r}")
+            raise ConfigError(f"upsample_mode must be 'nearest', 'bilinear' or 'transposed', got {upsample_mode!r}")
         if not lateral_connections and not top_down:
-            raise ValueError("lateral_connections=False needs top_down=True: finer levels would have no input")
+            raise ConfigError("lateral_connections=False needs top_down=True: finer levels would have no input")
         if out_channels < 1:
-            raise ValueError(f"out_channels must be positive, got {out_channels}")
+            raise ConfigError(f"out_channels must be positive, got {out_channels}")
         self.lateral_connections = lateral_connections
         self.top_down = top_down
         self.upsample_mode = upsample_mode
@@ -76,7 +77,7 @@ class FPN(nn.Module):
     def forward(self, features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         n = len(self.lateral_convs)
         if len(features) != n:
-            raise ValueError(f"FPN expects {n} feature maps, got {len(features)}")
+            raise ConfigError(f"FPN expects {n} feature maps, got {len(features)}")
         top = self.lateral_convs[-1](features[-1])
         merged = [top]
         for i in range(n - 2, -1, -1):

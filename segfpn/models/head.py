@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from segfpn.errors import ConfigError
+
 NormName = Literal["bn", "gn"]
 
 
@@ -18,7 +20,7 @@ def _norm(name: NormName, channels: int) -> nn.Module:
         return nn.BatchNorm2d(channels)
     if name == "gn":
         return nn.GroupNorm(32 if channels % 32 == 0 else 1, channels)
-    raise ValueError(f"norm must be 'bn' or 'gn', got {name!r}")
+    raise ConfigError(f"norm must be 'bn' or 'gn', got {name!r}")
 
 
 class ConvNormReLU(nn.Sequential):
@@ -68,9 +70,9 @@ class SemanticFPNHead(nn.Module):
     ) -> None:
         super().__init__()
         if fusion not in ("sum", "attention"):
-            raise ValueError(f"fusion must be 'sum' or 'attention', got {fusion!r}")
+            raise ConfigError(f"fusion must be 'sum' or 'attention', got {fusion!r}")
         if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+            raise ConfigError(f"dropout must be in [0, 1), got {dropout}")
         base = min(strides)
         self.scale_heads = nn.ModuleList()
         for stride in strides:

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from segfpn.errors import ConfigError
 from segfpn.models.backbone import TimmBackbone
 from segfpn.models.fpn import FPN, UpsampleMode
 from segfpn.models.head import NormName, SemanticFPNHead
@@ -46,7 +47,7 @@ class SegmentationModel(nn.Module):
     ) -> None:
         super().__init__()
         if num_classes < 1:
-            raise ValueError(f"num_classes must be positive, got {num_classes}")
+            raise ConfigError(f"num_classes must be positive, got {num_classes}")
         self.num_classes = num_classes
         self.backbone = TimmBackbone(
             backbone_name,
@@ -83,7 +84,7 @@ class SegmentationModel(nn.Module):
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"SegmentationModel expects a torch.Tensor, got {type(x).__name__}")
         if x.dim() != 4 or x.shape[1] != 3:
-            raise ValueError(
+            raise ConfigError(
                 f"SegmentationModel expects RGB images shaped [B, 3, H, W]; got {list(x.shape)}"
                 + (" (add a batch dimension with x.unsqueeze(0))" if x.dim() == 3 else "")
             )

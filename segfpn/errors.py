@@ -1,0 +1,111 @@
+"""User errors and the top-level handler that prints them as one line.
+
+A user error (bad option value, missing or bad file, bad checkpoint) is printed as
+``segfpn: error: <message>`` (plus ``hint: ...``) on stderr with exit code 2; any other exception is a bug
+and keeps its traceback (exit code 1). ``SEGFPN_DEBUG=1`` or ``--debug`` shows the traceback of user
+errors too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+USER_ERROR_EXIT = 2
+DEBUG_FLAG = "--debug"
+
+
+class UserError(Exception):
+    """Bad input from the user; ``hint`` is an optional one-line suggestion."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+class ConfigError(UserError, ValueError):
+    """A configuration value that is out of range or malformed."""
+
+
+class DataError(UserError, FileNotFoundError):
+    """A data folder or file that is missing or not usable."""
+
+
+class CheckpointError(UserError, ValueError):
+    """A checkpoint file that is missing, not a checkpoint, or truncated."""
+
+
+# jsonargparse's message for an option that a link fills in -> what to say instead
+_LINKED = re.compile(r'Linked "(?P<target>[\w.]+)" must be given via "(?P<source>[\w.]+)"')
+_LINK_HINTS = {
+    "model.num_classes": (
+        "--model.num_classes cannot be set: it comes from the data (data.num_classes, 150 for ADE20K), "
+        "expected no value, found one",
+        "the number of classes changes only with the dataset: ADE20KDataModule always has 150; "
+        "train on another label set with a DataModule whose num_classes differs",
+    )
+}
+
+
+def debug_requested(args: list[str]) -> tuple[bool, list[str]]:
+    """Whether ``--debug`` or ``SEGFPN_DEBUG=1`` asks for tracebacks, and ``args`` without ``--debug``."""
+    env = os.environ.get("SEGFPN_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
+    return env or DEBUG_FLAG in args, [a for a in args if a != DEBUG_FLAG]
+
+
+def as_user_error(err: BaseException) -> UserError | None:
+    """The :class:`UserError` that ``err`` is or wraps (``raise ... from``), a jsonargparse parse error or a
+    Lightning misconfiguration as one; ``None`` for anything else (a bug)."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, UserError):
+            return current
+        if isinstance(current, argparse.ArgumentError):
+            return _from_parse_error(current)
+        if type(current).__name__ == "MisconfigurationException":  # Lightning's bad trainer options
+            return ConfigError(" ".join(str(current).split()))
+        current = current.__cause__  # explicit wrapping only: an error raised while handling one is a bug
+    return None
+
+
+def _from_parse_error(err: argparse.ArgumentError) -> UserError:
+    message = " ".join(str(err).split())  # jsonargparse indents details on further lines
+    linked = _LINKED.search(message)
+    if linked and linked["target"] in _LINK_HINTS:
+        return ConfigError(*_LINK_HINTS[linked["target"]])
+    return ConfigError(message, "run `segfpn <command> --help` for the accepted options")
+
+
+def format_user_error(err: UserError) -> str:
+    """``segfpn: error: ...`` plus ``hint: ...`` on a second line when there is a hint."""
+    message = str(err)
+    if "\nOriginal Traceback" in message:  # re-raised from a DataLoader worker: keep the worker's own message
+        last = message.rstrip().splitlines()[-1]
+        message = last.split(": ", 1)[1] if last.startswith(type(err).__module__) else last
+    message = " ".join(message.split())
+    lines = [f"segfpn: error: {message}"]
+    if err.hint:
+        lines.append(f"hint: {err.hint}")
+    return "\n".join(lines)
+
+
+@contextmanager
+def handle_errors(debug: bool = False) -> Iterator[None]:
+    """Turn user errors into one stderr line and ``SystemExit(2)``; other exceptions pass unchanged."""
+    try:
+        yield
+    except Exception as err:
+        user_error = as_user_error(err)
+        if user_error is None:
+            raise
+        if debug:
+            traceback.print_exception(err, file=sys.stderr)
+        print(format_user_error(user_error), file=sys.stderr, flush=True)
+        raise SystemExit(USER_ERROR_EXIT) from None

@@ -1,0 +1,145 @@
+"""Bad inputs through the real ``segfpn`` command: exit code 2 and one ``segfpn: error:`` line that names the
+file or option, no traceback (unless SEGFPN_DEBUG=1); bugs keep their traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from segfpn.errors import ConfigError, UserError, handle_errors
+
+
+def _segfpn(*args: str, cwd: Path, debug: bool = False) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONWARNINGS": "ignore"}
+    env.pop("SEGFPN_DEBUG", None)
+    if debug:
+        env["SEGFPN_DEBUG"] = "1"
+    return subprocess.run(
+        [sys.executable, "-m", "segfpn", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def _validate_args(root: Path, data: Path) -> list[str]:
+    return [
+        "validate",
+        "--model.backbone_name=pvt_v2_b0",
+        "--model.fpn_channels=16",
+        "--model.head_channels=16",
+        f"--data.data_root={data}",
+        "--data.num_workers=0",
+        "--trainer.logger=false",
+        "--trainer.enable_progress_bar=false",
+        f"--trainer.default_root_dir={root}",
+    ]
+
+
+def _one_error_line(result: subprocess.CompletedProcess) -> str:
+    """The single ``segfpn: error:`` line, after checking the exit code and the absence of a traceback."""
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    lines = [line for line in result.stderr.splitlines() if line.startswith("segfpn: error:")]
+    assert len(lines) == 1, result.stderr[-3000:]
+    return lines[0]
+
+
+@pytest.fixture
+def truncated_ckpt(tmp_path: Path) -> Path:
+    """A real checkpoint-format file (torch.save zip) cut in the middle, as a kill during the write leaves it."""
+    path = tmp_path / "cut.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(64, 64)}, "global_step": 3}, path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def test_text_file_as_ckpt_path(tmp_path: Path, samples_root: Path) -> None:
+    text = tmp_path / "notes.txt"
+    text.write_text("not a checkpoint\n")
+    line = _one_error_line(_segfpn(*_validate_args(tmp_path, samples_root), f"--ckpt_path={text}", cwd=tmp_path))
+    assert "--ckpt_path" in line and str(text) in line
+    assert "is not a checkpoint: expected a zip archive" in line and "found a 17-byte file" in line
+
+
+def test_truncated_checkpoint(tmp_path: Path, samples_root: Path, truncated_ckpt: Path) -> None:
+    result = _segfpn(*_validate_args(tmp_path, samples_root), f"--ckpt_path={truncated_ckpt}", cwd=tmp_path)
+    line = _one_error_line(result)
+    assert str(truncated_ckpt) in line and "truncated" in line
+    assert "hint: use another checkpoint" in result.stderr
+
+
+def test_missing_checkpoint(tmp_path: Path, samples_root: Path) -> None:
+    line = _one_error_line(_segfpn(*_validate_args(tmp_path, samples_root), "--ckpt_path=gone.ckpt", cwd=tmp_path))
+    assert "--ckpt_path 'gone.ckpt' does not exist" in line
+
+
+def test_loss_weight_that_is_not_a_number(tmp_path: Path, samples_root: Path) -> None:
+    line = _one_error_line(_segfpn(*_validate_args(tmp_path, samples_root), "--model.loss=ce+x*dice", cwd=tmp_path))
+    assert "model.loss='ce+x*dice'" in line and "weight of 'dice' must be a number, found 'x'" in line
+
+
+def test_num_classes_comes_from_the_data(tmp_path: Path, samples_root: Path) -> None:
+    result = _segfpn(*_validate_args(tmp_path, samples_root), "--model.num_classes=10", cwd=tmp_path)
+    line = _one_error_line(result)
+    assert "--model.num_classes cannot be set" in line and "comes from the data" in line
+    assert "hint: the number of classes changes only with the dataset" in result.stderr
+    assert "usage:" not in result.stderr  # the parser's usage text is not printed
+
+
+def test_bad_option_value_is_one_line(tmp_path: Path, samples_root: Path) -> None:
+    result = _segfpn(*_validate_args(tmp_path, samples_root), "--model.lr=fast", cwd=tmp_path)
+    line = _one_error_line(result)
+    assert '"model.lr"' in line and "fast" in line and "usage:" not in result.stderr
+
+
+def test_file_as_data_root(tmp_path: Path) -> None:
+    data = tmp_path / "ADEChallengeData2016.zip"
+    data.write_bytes(b"PK")
+    line = _one_error_line(_segfpn(*_validate_args(tmp_path, data), cwd=tmp_path))
+    assert str(data) in line and "is not a folder" in line
+
+
+def test_analysis_command_with_a_bad_checkpoint(tmp_path: Path, truncated_ckpt: Path) -> None:
+    line = _one_error_line(_segfpn("analyze", str(truncated_ckpt), cwd=tmp_path))
+    assert str(truncated_ckpt) in line and "truncated" in line
+
+
+def test_debug_shows_the_traceback(tmp_path: Path, samples_root: Path) -> None:
+    args = [*_validate_args(tmp_path, samples_root), "--model.loss=ce+x*dice"]
+    result = _segfpn(*args, cwd=tmp_path, debug=True)
+    assert result.returncode == 2
+    assert "Traceback" in result.stderr and "parse_loss_spec" in result.stderr
+    assert result.stderr.rstrip().splitlines()[-1].startswith("segfpn: error: model.loss=")
+    flag = _segfpn(*args, "--debug", cwd=tmp_path)
+    assert flag.returncode == 2 and "Traceback" in flag.stderr
+
+
+def test_bugs_keep_their_traceback_and_user_errors_stay_value_errors(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(ZeroDivisionError), handle_errors():
+        _ = 1 / 0
+    with pytest.raises(SystemExit) as stop, handle_errors():
+        raise RuntimeError("while loading") from ConfigError("data.batch_size must be positive", hint="use 8")
+    assert stop.value.code == 2
+    assert capsys.readouterr().err == "segfpn: error: data.batch_size must be positive\nhint: use 8\n"
+    assert issubclass(ConfigError, ValueError) and issubclass(ConfigError, UserError)
+
+
+def test_corrupt_image_read_in_a_dataloader_worker(tmp_path: Path, samples_root: Path) -> None:
+    import shutil
+
+    data = tmp_path / "ADEChallengeData2016"
+    shutil.copytree(samples_root, data)
+    image = sorted((data / "images" / "validation").iterdir())[0]
+    image.write_bytes(b"not a jpeg" * 10)
+    args = [a.replace("num_workers=0", "num_workers=1") for a in _validate_args(tmp_path, data)]
+    line = _one_error_line(_segfpn(*args, cwd=tmp_path))
+    assert line.startswith(f"segfpn: error: cannot read image '{image}'")
+
+
+def test_report_of_a_missing_folder(tmp_path: Path) -> None:
+    line = _one_error_line(_segfpn("report", str(tmp_path / "nowhere"), cwd=tmp_path))
+    assert f"report folder '{tmp_path / 'nowhere'}' is not a folder" in line
