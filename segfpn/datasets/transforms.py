@@ -165,6 +165,32 @@ def fit_size(h: int, w: int, scale: tuple[float, float]) -> tuple[int, int]:
     return int(h * factor + 0.5), int(w * factor + 0.5)
 
 
+def eval_size(h: int, w: int, test_scale: tuple[int, int] | None, ratio: float = 1.0) -> tuple[int, int]:
+    """The size an ``h x w`` image is resized to at test time, keeping its ratio, as mmcv rounds it.
+
+    With ``test_scale`` (long, short): the image fits ``(int(long * ratio), int(short * ratio))``, mmseg's
+    ``Resize(scale=test_scale, keep_ratio=True)`` at ratio 1 and its 0.x ``MultiScaleFlipAug(img_scale, img_ratios)``
+    otherwise. Without: ``ratio`` times the image's own size, mmseg 1.x's TTA ``Resize(scale_factor=ratio,
+    keep_ratio=True)``, whose size mmcv rounds twice (``_scale_size``, then ``rescale_size`` to fit it).
+    """
+    if test_scale is None:
+        return fit_size(h, w, (int(w * ratio + 0.5), int(h * ratio + 0.5)))
+    return fit_size(h, w, (int(test_scale[0] * ratio), int(test_scale[1] * ratio)))
+
+
+def align_size(h: int, w: int, divisor: int = 32) -> tuple[int, int]:
+    """(h, w) rounded up to multiples of ``divisor``: the PVT authors' ``AlignResize`` stretches the resized image
+    to this size (``ceil(h / divisor) * divisor``)."""
+    return -(-h // divisor) * divisor, -(-w // divisor) * divisor
+
+
+def resize_image(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``img`` (HWC, uint8) resized to ``size`` = (h, w) with cv2's bilinear filter: mmcv's ``imresize``."""
+    if img.shape[:2] == tuple(size):
+        return img
+    return cv2.resize(img, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+
+
 def normalize() -> A.Normalize:
     """ImageNet mean/std normalisation on the 0..255 scale."""
     return A.Normalize(
@@ -197,6 +223,7 @@ def train_transform(
 
 
 def val_transform() -> A.Compose:
-    """Evaluation transform: the image at its own size, normalised (the model's inference step does the
-    test-time resize, so masks stay at the annotation's resolution)."""
+    """Evaluation transform: the image at its own size, normalised. The inference step does the test-time resize
+    (on the 8-bit pixels, :func:`eval_size` and :func:`resize_image`, as mmcv does), so masks stay at the
+    annotation's resolution and multi-scale testing resizes the original image once per scale."""
     return A.Compose([normalize(), ToTensorV2()])
