@@ -124,14 +124,22 @@ def from_pixels(pixels: np.ndarray, like: torch.Tensor) -> torch.Tensor:
     return ((x - mean) / std).to(like.dtype)
 
 
-def _resized(pixels: np.ndarray, sizes: Sequence[tuple[int, int]]) -> np.ndarray:
-    """Each image resized through ``sizes`` in turn (each step on uint8, as chained mmcv resizes)."""
-    out = []
-    for img in pixels:
+def eval_input(images: torch.Tensor, config: InferenceConfig, ratio: float = 1.0) -> torch.Tensor:
+    """What the model sees of ``images`` (normalised, ``[B, 3, H, W]`` at the annotation size) at scale ``ratio``:
+    resized on the 8-bit pixels to :func:`~segfpn.datasets.transforms.eval_size` (then, for ``align_resize``,
+    stretched to multiples of ``size_divisor``: a second 8-bit resize, as the PVT code chains two mmcv calls)."""
+    h, w = images.shape[-2:]
+    sizes = [eval_size(h, w, config.test_scale, ratio)]
+    if config.protocol == "align_resize":
+        sizes.append(align_size(*sizes[0], config.size_divisor))
+    if all(size == (h, w) for size in sizes):
+        return images
+    resized = []
+    for img in to_pixels(images):
         for size in sizes:
             img = resize_image(img, size)
-        out.append(img)
-    return np.stack(out)
+        resized.append(img)
+    return from_pixels(np.stack(resized), images)
 
 
 @torch.no_grad()
@@ -143,17 +151,9 @@ def predict_logits(
     config = config or InferenceConfig()
     h, w = images.shape[-2:]
     pad = config.protocol == "pad"
-    pixels = None
     total, count = None, 0
     for ratio in config.scales:
-        sizes = [eval_size(h, w, config.test_scale, ratio)]
-        if config.protocol == "align_resize":
-            sizes.append(align_size(*sizes[0], config.size_divisor))
-        if sizes[-1] == (h, w) and sizes[0] == (h, w):
-            x = images
-        else:
-            pixels = to_pixels(images) if pixels is None else pixels
-            x = from_pixels(_resized(pixels, sizes), images)
+        x = eval_input(images, config, ratio)
         for flip in [False, True] if config.flip else [False]:
             xi = x.flip(-1) if flip else x
             if config.mode == "slide":
