@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from segfpn.datasets import ADE20KDataset
+from segfpn.datasets.transforms import eval_size
 from segfpn.inference import InferenceConfig, eval_input, predict_logits, to_pixels
 from segfpn.models import SegmentationModel
 from tests.parity.conftest import import_reference
@@ -145,6 +146,19 @@ def test_test_pipeline_pixels_and_labels_equal_mmsegs(images: dict, stem: str) -
     assert tuple(packed["data_samples"].ori_shape) == tuple(mask.shape)
 
 
+@pytest.mark.parametrize("ratio", [0.5, 0.75, 1.0, 1.25, 1.5, 1.75])
+def test_multiscale_sizes_equal_mmcvs(ratio: float) -> None:
+    """Per-scale sizes: with ``test_scale``, mmseg 0.x ``MultiScaleFlipAug(img_scale=(2048, 512), img_ratios)`` hands
+    ``(int(2048 * r), int(512 * r))`` to a keep-ratio resize (mmcv's ``rescale_size``); without, mmseg 1.x TTA's
+    ``Resize(scale_factor=r, keep_ratio=True)`` (run here on a blank image of each size)."""
+    mmcv = import_reference("mmcv")
+    resize = import_reference("mmcv.transforms").Resize(scale_factor=ratio, keep_ratio=True)
+    for h, w in [(512, 683), (364, 500), (300, 400), (375, 500), (512, 512), (1536, 2048), (97, 131)]:
+        scale = (int(2048 * ratio), int(512 * ratio))
+        assert eval_size(h, w, (2048, 512), ratio) == mmcv.rescale_size((w, h), scale)[::-1]
+        assert eval_size(h, w, None, ratio) == resize(dict(img=np.zeros((h, w, 3), np.uint8)))["img"].shape[:2]
+
+
 def _compare(ours: torch.Tensor, reference: torch.Tensor) -> tuple[float, float]:
     diff = (ours - reference).abs().max().item()
     agreement = (ours.argmax(1) == reference.argmax(1)).float().mean().item()
@@ -259,3 +273,29 @@ def test_align_resize_equals_the_pvt_code(images: dict, net: SegmentationModel, 
     print(f"align_resize {case} (input {stretched.shape[:2]}): max abs logit diff {diff:.2e}, agreement {agreement}")
     assert diff < 1e-5
     assert agreement == 1.0
+
+
+def test_what_the_old_protocol_changed(images: dict) -> None:
+    """Before/after figures on the real samples. Pixels: interpolating the normalised float image (segfpn before)
+    is not mmcv's uint8 cv2 resize. Prediction: pad-and-crop (segfpn before) vs mmseg's unpadded whole inference on
+    the real 512x683 sample (pvt_v2_b0 with random weights, seed 0, full-size decoder)."""
+    root = images["root"]
+    worst = 0.0
+    for stem in ("ADE_val_00000002", "ADE_val_00000003"):  # the two samples the (2048, 512) resize changes
+        packed = _mmseg_sample(root, stem, _test_pipeline((2048, 512)))
+        reference = torch.from_numpy(packed["inputs"].numpy()[::-1].copy()).float()  # BGR -> RGB, 0..255
+        image, _ = _segfpn_sample(root, stem)
+        size = tuple(reference.shape[-2:])
+        floats = torch.nn.functional.interpolate(image, size=size, mode="bilinear", align_corners=False)[0]
+        grey = floats * torch.tensor(STD).view(3, 1, 1) + torch.tensor(MEAN).view(3, 1, 1)
+        worst = max(worst, (grey - reference).abs().max().item())
+    print(f"float-tensor resize vs mmcv's uint8 resize: up to {worst:.2f} grey levels (now: identical)")
+    assert worst > 0.1
+    torch.manual_seed(0)
+    full = SegmentationModel(150, "pvt_v2_b0").eval()
+    image, _ = _segfpn_sample(root, "ADE_val_00000001")
+    padded = predict_logits(full, image, InferenceConfig(protocol="pad"))
+    unpadded = predict_logits(full, image, InferenceConfig(protocol="mmseg"))
+    agreement = (padded.argmax(1) == unpadded.argmax(1)).float().mean().item()
+    print(f"512x683 sample: pad-and-crop agrees with mmseg's unpadded prediction on {agreement:.4f} of the pixels")
+    assert agreement < 1.0
