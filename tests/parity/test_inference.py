@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from segfpn.datasets import ADE20KDataset
@@ -299,3 +300,57 @@ def test_what_the_old_protocol_changed(images: dict) -> None:
     agreement = (padded.argmax(1) == unpadded.argmax(1)).float().mean().item()
     print(f"512x683 sample: pad-and-crop agrees with mmseg's unpadded prediction on {agreement:.4f} of the pixels")
     assert agreement < 1.0
+
+
+def _timm_swin_to_mmseg(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """timm Swin keys to mmseg's ``SwinTransformer`` (patch merging moves to the end of the previous stage and its
+    4C inputs go from the concatenation order (x0, x1, x2, x3) to ``nn.Unfold``'s)."""
+    renames = [
+        ("patch_embed.proj", "patch_embed.projection"),
+        ("layers.", "stages."),
+        ("attn.relative_position_bias_table", "attn.w_msa.relative_position_bias_table"),
+        ("attn.qkv", "attn.w_msa.qkv"),
+        ("attn.proj", "attn.w_msa.proj"),
+        ("mlp.fc1", "ffn.layers.0.0"),
+        ("mlp.fc2", "ffn.layers.1"),
+    ]
+    out = {}
+    for key, value in state.items():
+        if "relative_position_index" in key or key.startswith(("head", "norm.")):
+            continue
+        for old, new in renames:
+            key = key.replace(old, new)
+        if ".downsample." in key:
+            stage = int(key.split(".")[1])
+            key = key.replace(f"stages.{stage}.", f"stages.{stage - 1}.")
+            grouped = value.reshape(*value.shape[:-1], 4, value.shape[-1] // 4)[..., [0, 2, 1, 3], :]
+            value = grouped.transpose(-1, -2).reshape(value.shape)
+        out[key] = value
+    return out
+
+
+def test_timm_swin_is_mmsegs_only_at_window_multiples() -> None:
+    """With ``pad=False`` segfpn pads a Swin input to the patch size 4, as mmseg's ``PatchEmbed(padding="corner")``
+    does, so the stage shapes are mmseg's at any size. The rest is timm's block: it rolls the map for the shifted
+    windows BEFORE padding it to multiples of the window (mmseg pads, then rolls), so the features equal mmseg's
+    ``SwinTransformer`` (same weights) only where every stage is a multiple of the window 7 (224x224, 448x672), and
+    differ at 512x512 and 512x683: a backbone difference no input padding removes (see the Swin config)."""
+    swin = import_reference("mmseg.models.backbones").SwinTransformer
+    torch.manual_seed(0)
+    net = SegmentationModel(5, "swin_tiny_patch4_window7_224", img_size=512).eval()
+    reference = swin(embed_dims=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24], window_size=7)
+    weights = _timm_swin_to_mmseg({k.removeprefix("model."): v for k, v in net.backbone.body.state_dict().items()})
+    result = reference.load_state_dict(weights, strict=False)
+    assert not result.unexpected_keys
+    assert all(k.startswith("norm") or "relative_position_index" in k for k in result.missing_keys)
+    reference.eval()
+    for (h, w), equal in {(224, 224): True, (448, 672): True, (512, 512): False, (513, 683): False}.items():
+        x = torch.randn(1, 3, h, w)
+        with torch.no_grad():
+            ours, theirs = net.extract_backbone_features(x, pad=False), reference(x)
+        assert [t.shape for t in ours] == [t.shape for t in theirs]
+        # mmseg normalises each output (norm0..3, left at their init: weight 1, bias 0)
+        ours = [F.layer_norm(t.permute(0, 2, 3, 1), t.shape[1:2]).permute(0, 3, 1, 2) for t in ours]
+        diff = max((a - b).abs().max().item() for a, b in zip(ours, theirs))
+        print(f"timm Swin vs mmseg Swin at {h}x{w}: max abs feature diff {diff:.1e}")
+        assert (diff < 1e-4) == equal
