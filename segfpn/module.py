@@ -139,10 +139,10 @@ class SegmentationModule(L.LightningModule):
             self._compiled = True
 
     # -- forward / steps --------------------------------------------------------------------------
-    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, images: torch.Tensor, pad: bool = True) -> dict[str, torch.Tensor]:
         if self.hparams.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        return self.model(images)
+        return self.model(images, pad=pad)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         images, masks = batch

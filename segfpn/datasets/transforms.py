@@ -173,6 +173,32 @@ def fit_size(h: int, w: int, scale: tuple[float, float]) -> tuple[int, int]:
     return int(h * factor + 0.5), int(w * factor + 0.5)
 
 
+def eval_size(h: int, w: int, test_scale: tuple[int, int] | None, ratio: float = 1.0) -> tuple[int, int]:
+    """The size an ``h x w`` image is resized to at test time, keeping its ratio, as mmcv rounds it.
+
+    With ``test_scale`` (long, short): the image fits ``(int(long * ratio), int(short * ratio))``, mmseg's
+    ``Resize(scale=test_scale, keep_ratio=True)`` at ratio 1 and its 0.x ``MultiScaleFlipAug(img_scale, img_ratios)``
+    otherwise. Without: ``ratio`` times the image's own size, mmseg 1.x's TTA ``Resize(scale_factor=ratio,
+    keep_ratio=True)``, whose size mmcv rounds twice (``_scale_size``, then ``rescale_size`` to fit it).
+    """
+    if test_scale is None:
+        return fit_size(h, w, (int(w * ratio + 0.5), int(h * ratio + 0.5)))
+    return fit_size(h, w, (int(test_scale[0] * ratio), int(test_scale[1] * ratio)))
+
+
+def align_size(h: int, w: int, divisor: int = 32) -> tuple[int, int]:
+    """(h, w) rounded up to multiples of ``divisor``: the PVT authors' ``AlignResize`` stretches the resized image
+    to this size (``ceil(h / divisor) * divisor``)."""
+    return -(-h // divisor) * divisor, -(-w // divisor) * divisor
+
+
+def resize_image(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``img`` (HWC, uint8) resized to ``size`` = (h, w) with cv2's bilinear filter: mmcv's ``imresize``."""
+    if img.shape[:2] == tuple(size):
+        return img
+    return cv2.resize(img, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+
+
 def normalize() -> A.Normalize:
     """ImageNet mean/std normalisation on the 0..255 scale."""
     return A.Normalize(
@@ -204,7 +230,28 @@ def train_transform(
     return A.Compose(steps)
 
 
+class Standardize(A.ImageOnlyTransform):
+    """``(img - mean) / std`` in float32, per channel on the 0..255 scale: the arithmetic of mmseg's
+    ``SegDataPreProcessor``, to the bit (albumentations' ``Normalize`` multiplies by ``1/std``, up to 1e-6 apart)."""
+
+    def __init__(self, p: float = 1.0) -> None:
+        super().__init__(p=p)
+        values = np.arange(256, dtype=np.float32)[:, None]
+        mean, std = np.asarray(IMAGENET_MEAN, np.float32), np.asarray(IMAGENET_STD, np.float32)
+        # the same float32 numbers as the arithmetic on every pixel, looked up per channel: 7x faster
+        self.table = ((values - mean) / std).reshape(256, 1, 3)
+
+    def apply(self, img: np.ndarray, **params: Any) -> np.ndarray:
+        if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
+            raise ValueError(f"Standardize expects an RGB uint8 image [H, W, 3], got {img.dtype} {list(img.shape)}")
+        return cv2.LUT(img, self.table)
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ()
+
+
 def val_transform() -> A.Compose:
-    """Evaluation transform: the image at its own size, normalised (the model's inference step does the
-    test-time resize, so masks stay at the annotation's resolution)."""
-    return A.Compose([normalize(), ToTensorV2()])
+    """Evaluation transform: the image at its own size, normalised. The inference step does the test-time resize
+    (on the 8-bit pixels, :func:`eval_size` and :func:`resize_image`, as mmcv does), so masks stay at the
+    annotation's resolution and multi-scale testing resizes the original image once per scale."""
+    return A.Compose([Standardize(), ToTensorV2()])

@@ -6,6 +6,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from timm.layers import PatchEmbed
 from torch import nn
 
 from segfpn.errors import ConfigError
@@ -21,8 +22,11 @@ class SegmentationModel(nn.Module):
         ``"p0"``: main logits ``[B, num_classes, H, W]`` at the input's own ``H, W``;
         ``"p1"``..``"p4"`` (only with ``aux_classifiers=True``): auxiliary logits of FPN level 1..4
         (strides 4, 8, 16, 32), upsampled to ``H, W`` as well.
-    Inputs of any size work: they are padded at the bottom/right to a multiple of the backbone's
-    stride (32) and the logits are cropped back.
+    Inputs of any size work. ``pad=True`` (default) pads them at the bottom/right to a multiple of the
+    backbone's stride (32) and crops the logits back; ``pad=False`` feeds the image as it is, as
+    mmsegmentation's whole inference does, padding only what the backbone needs (a non-overlapping patch
+    embedding pads to its patch size, like mmseg's ``PatchEmbed(padding="corner")``), and resizes the logits
+    straight to the input size.
     """
 
     def __init__(
@@ -96,30 +100,43 @@ class SegmentationModel(nn.Module):
         d = self.size_divisor
         return -(-h // d) * d, -(-w // d) * d
 
-    def _pad(self, x: torch.Tensor) -> torch.Tensor:
+    @property
+    def patch_divisor(self) -> int:
+        """What an unpadded input is padded to: the patch size of a non-overlapping timm ``PatchEmbed``
+        (Swin), which would otherwise drop the last rows/columns; 1 for backbones that take any size."""
+        embed = getattr(getattr(self.backbone.body, "model", None), "patch_embed", None)
+        if isinstance(embed, PatchEmbed) and not embed.dynamic_img_pad:
+            return max(embed.patch_size)
+        return 1
+
+    def _pad(self, x: torch.Tensor, pad: bool = True) -> torch.Tensor:
         h, w = x.shape[-2:]
-        ph, pw = self.padded_size(h, w)
+        d = self.size_divisor if pad else self.patch_divisor
+        ph, pw = -(-h // d) * d, -(-w // d) * d
         return F.pad(x, (0, pw - w, 0, ph - h)) if (ph, pw) != (h, w) else x
 
-    def extract_backbone_features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The backbone's four NCHW maps (strides 4/8/16/32 of the input padded to a multiple of 32)."""
+    def extract_backbone_features(self, x: torch.Tensor, pad: bool = True) -> list[torch.Tensor]:
+        """The backbone's four NCHW maps (strides 4/8/16/32 of the input, padded to a multiple of 32 with
+        ``pad=True``)."""
         self._check_input(x)
-        return self.backbone(self._pad(x))
+        return self.backbone(self._pad(x, pad))
 
-    def extract_fpn_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def extract_fpn_features(self, x: torch.Tensor, pad: bool = True) -> list[torch.Tensor]:
         """The FPN outputs, finest first, NCHW."""
-        return self.neck(self.extract_backbone_features(x))
+        return self.neck(self.extract_backbone_features(x, pad))
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor, pad: bool = True) -> dict[str, torch.Tensor]:
         h, w = x.shape[-2:]
-        pyramid = self.extract_fpn_features(x)
-        out = {"p0": self._to_input_size(self.head(pyramid), h, w)}
+        pyramid = self.extract_fpn_features(x, pad)
+        out = {"p0": self._to_input_size(self.head(pyramid), h, w, pad)}
         for level, logits in enumerate(self.head.forward_aux(pyramid), start=1):
-            out[f"p{level}"] = self._to_input_size(logits, h, w)
+            out[f"p{level}"] = self._to_input_size(logits, h, w, pad)
         return out
 
-    def _to_input_size(self, logits: torch.Tensor, h: int, w: int) -> torch.Tensor:
-        ph, pw = self.padded_size(h, w)
+    def _to_input_size(self, logits: torch.Tensor, h: int, w: int, pad: bool) -> torch.Tensor:
+        # padded: upsample to the padded size and crop (pixels keep their stride-32 grid); unpadded: resize
+        # straight to the input size, as mmseg's decode head and postprocess_result do
+        ph, pw = self.padded_size(h, w) if pad else (h, w)
         # NCHW full-resolution logits, also for a channels_last model: cross-entropy on channels-last logits is
         # 2-3x slower on the CPU (train step at 2x512x512: upsample + CE 735 -> 558 ms; validation image 380 -> 309
         # ms); the copy here is of the 4x smaller logits. Only a bare argmax (predict) was faster channels-last.
