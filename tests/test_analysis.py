@@ -105,7 +105,8 @@ def test_feature_maps_and_cost_commands(tmp_path: Path, synthetic_root: Path, ca
     rows = {line.split(",")[0]: line.split(",") for line in lines[1:]}
     assert float(rows["baseline"][1]) < float(rows["se"][1]) and float(rows["cbam"][2]) > float(rows["baseline"][2])
     spread = lines[0].split(",").index("latency_spread_%")
-    assert all(0 <= float(r[spread]) < 100 for r in rows.values())
+    # the spread's size depends on the machine's load: only its presence and sign are behaviour
+    assert all(float(r[spread]) >= 0 for r in rows.values())
 
 
 def test_feature_maps_are_cropped_to_the_image() -> None:
