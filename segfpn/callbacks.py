@@ -92,6 +92,23 @@ class BestAndLastCheckpoint(ModelCheckpoint):
         if dirpath and best.is_file():
             self.best_model_path = str(best)
 
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        due = not self._should_skip_saving_checkpoint(trainer) and self._should_save_on_train_epoch_end(trainer)
+        super().on_train_epoch_end(trainer, pl_module)
+        self._refresh_last(trainer, due)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        due = not self._should_skip_saving_checkpoint(trainer) and not self._should_save_on_train_epoch_end(trainer)
+        super().on_validation_end(trainer, pl_module)
+        self._refresh_last(trainer, due)
+
+    def _refresh_last(self, trainer: L.Trainer, due: bool) -> None:
+        """``last.ckpt`` at every scheduled save, also when the score is not a new best: since Lightning 2.6
+        ModelCheckpoint writes it only together with a top-k checkpoint, so it went stale (a resume lost the
+        steps since the last best) and was then written by ``on_train_end`` with the epoch already counted."""
+        if due and self.save_last and trainer.global_step != self._last_global_step_saved:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Also save ``last.ckpt`` when training stops between two scheduled saves (e.g. max_steps mid-epoch)."""
         if self.save_last and not trainer.fast_dev_run and trainer.global_step != self._last_global_step_saved:

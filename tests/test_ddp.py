@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from lightning.fabric.plugins.environments.lightning import find_free_network_port
 
 from segfpn.cli import run_cli
 from tests.test_cli import tiny_args
@@ -111,7 +112,7 @@ def test_torchrun_recipe_on_two_cpu_processes(tmp_path: Path, synthetic_root: Pa
     env = {
         **os.environ,
         "GPUS": "2",
-        "MASTER_PORT": "29533",
+        "MASTER_PORT": str(find_free_network_port()),  # a fixed port fails while another run holds it
         "WANDB_MODE": "offline",
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
     }

@@ -8,7 +8,7 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -86,17 +86,35 @@ def _submit(env: dict[str, str], tmp: Path, config: Path) -> str:
     return out.stdout.strip().split(";")[0]
 
 
-def _state(env: dict[str, str], job: str) -> str:
-    out = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], env=env, capture_output=True, text=True)
-    return out.stdout.strip()
+ENDED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE")
 
 
-def _wait(env: dict[str, str], job: str, timeout: float, until=lambda: False) -> None:
+def _state(env: dict[str, str], job: str, timeout: float = 120) -> str:
+    """The job's state as squeue reports it ("" once it has left the queue). squeue fails now and then while
+    slurmctld is busy (e.g. handling a requeue on a loaded machine) and prints nothing: that is not an answer,
+    ask again."""
+    deadline = time.time() + timeout
+    while True:
+        out = subprocess.run(["squeue", "-h", "-j", job, "--states=all", "-o", "%T"], env=env, capture_output=True)
+        if out.returncode == 0:
+            return out.stdout.decode().strip()
+        if time.time() > deadline:
+            raise TimeoutError(f"squeue -j {job} failed for {timeout} s: {out.stderr.decode().strip()}")
+        time.sleep(1)
+
+
+def _ended(state: str) -> bool:
+    return state == "" or state in ENDED
+
+
+def _wait(env: dict[str, str], job: str, timeout: float, until: Callable[[str], bool] = _ended) -> str:
+    """Poll until ``until(state)`` holds and return that state; a requeued job is started at once."""
     deadline = time.time() + timeout
     while time.time() < deadline:
-        if until() or _state(env, job) in ("", "COMPLETED", "FAILED", "CANCELLED"):
-            return
-        if _state(env, job) == "PENDING":  # a requeued job waits for BeginTime: start it now
+        state = _state(env, job)
+        if until(state):
+            return state
+        if state == "PENDING":  # a requeued job waits for BeginTime: start it now
             subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], env=env, capture_output=True)
         time.sleep(1)
     raise TimeoutError(f"job {job} still {_state(env, job)!r} after {timeout} s")
@@ -116,11 +134,21 @@ def test_preempted_job_is_requeued_and_resumes(slurm: dict[str, str], tmp_path: 
     planned = 40
     job = _submit(slurm, tmp_path, _config(tmp_path, synthetic_root, max_steps=planned))
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
-    _wait(slurm, job, 300, until=last.is_file)
-    assert _state(slurm, job) == "RUNNING", "the job ended before it could be pre-empted"
+    log_file = tmp_path / f"job-{job}.out"
+    state = _wait(slurm, job, 300, until=lambda state: last.is_file() or _ended(state))
+    assert state == "RUNNING", f"the job ended before it could be pre-empted ({state!r})"
     subprocess.run(["scancel", "--signal=USR1", job], env=slurm, check=True)
-    _wait(slurm, job, 600)
-    log = (tmp_path / f"job-{job}.out").read_text()
+
+    def resumed_and_ended(state: str) -> bool:
+        # The requeue takes the job through COMPLETING and PENDING back to RUNNING: done only when the second
+        # start is logged and that run has ended too
+        return _ended(state) and "restart 1" in log_file.read_text()
+
+    try:
+        _wait(slurm, job, 600, until=resumed_and_ended)
+    except TimeoutError as err:
+        pytest.fail(f"{err}; the requeued job did not run to its end. {log_file}:\n{log_file.read_text()[-3000:]}")
+    log = log_file.read_text()
     hpc = sorted((tmp_path / "run").glob("hpc_ckpt_*.ckpt"))
     assert hpc, log[-3000:]
     saved_at = torch.load(hpc[0], weights_only=True)["global_step"]

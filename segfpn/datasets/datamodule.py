@@ -36,7 +36,14 @@ def seed_worker(worker_id: int) -> None:
     np.random.seed(seed)
     random.seed(seed)
     info = torch.utils.data.get_worker_info()
-    transform = getattr(info.dataset, "transform", None) if info else None
+    if info is not None:
+        seed_transform(info.dataset, seed)
+
+
+def seed_transform(dataset: Dataset, seed: int) -> None:
+    """Seed a dataset's albumentations pipeline, which keeps its own random state (seeded from the OS
+    unless told): neither ``seed_everything`` nor numpy/random seeds reach it."""
+    transform = getattr(dataset, "transform", None)
     if hasattr(transform, "set_random_seed"):
         transform.set_random_seed(seed)
 
@@ -134,6 +141,8 @@ class ADE20KDataModule(L.LightningDataModule):
             sampler = RepeatFactorSampler(factors, hp.seed, epoch_fn)
         else:
             sampler = EpochShuffleSampler(len(self.datasets["train"]), hp.seed, epoch_fn)
+        if hp.num_workers == 0:  # workers are seeded by seed_worker; the main process, like them, from torch's seed
+            seed_transform(self.datasets["train"], torch.initial_seed() % 2**32)
         return self._loader("train", hp.batch_size, sampler=sampler, drop_last=True, collate_fn=pad_collate)
 
     def _trainer_epoch(self) -> int | None:

@@ -16,12 +16,25 @@ install_packages() {
   fi
 }
 
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
 start() {
   install_packages
   mkdir -p "$dir"/{state,spool}
+  # Ports and job ids of their own, so that a cluster left over from an interrupted run (or another checkout's
+  # test run) is neither reached by this one's clients nor in the way of its daemons and of Lightning's DDP port
+  # (15000 + the last 4 digits of the job id under Slurm)
+  local ctld_port slurmd_port
+  ctld_port=$(free_port)
+  slurmd_port=$(free_port)
   cat > "$dir/slurm.conf" <<CONF
 ClusterName=segfpn-test
 SlurmctldHost=$host(127.0.0.1)
+SlurmctldPort=$ctld_port
+SlurmdPort=$slurmd_port
+FirstJobId=$((RANDOM % 9000 + 1000))
 SlurmUser=root
 AuthType=auth/munge
 AuthInfo=cred_expire=10
