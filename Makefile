@@ -9,22 +9,24 @@ STAMP := $(VENV)/.segfpn-installed
 # Exact versions of everything `make` installs (refresh: `make lock`), so a fresh clone resolves what CI resolved.
 LOCK := requirements/constraints.txt
 LOCK_VENV := /tmp/segfpn-lock-venv
-# mmsegmentation reference for the parity tests: pure Python, installed without its (compiled) dependencies.
-PARITY_NO_DEPS := mmsegmentation==1.2.2 mmengine==0.10.7 mmcv-lite==2.1.0
-PARITY_DEPS := addict yapf termcolor rich prettytable ftfy regex
+# mmsegmentation, the parity tests' reference: pure Python, installed without its (compiled) dependencies;
+# the pure-Python ones it needs are the `parity` extra.
+PARITY_NO_DEPS := requirements/parity-nodeps.txt
+EXTRAS := dev,bench,parity
 
 .PHONY: demo test test-quick lint bench install lock clean
 
-$(STAMP): pyproject.toml $(LOCK)
+$(STAMP): pyproject.toml $(LOCK) $(PARITY_NO_DEPS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -c $(LOCK) -e ".[dev,bench]" 2>&1 | $(QUIET_PIP)
+	$(BIN)/python -m pip install --quiet -c $(LOCK) -e ".[$(EXTRAS)]" 2>&1 | $(QUIET_PIP)
+	$(BIN)/python -m pip install --quiet -c $(LOCK) --no-deps -r $(PARITY_NO_DEPS) 2>&1 | $(QUIET_PIP)
 	touch $(STAMP)
 
 # Resolve the unpinned requirements of pyproject.toml (plus the parity reference) in a new venv and freeze them.
 lock:
 	rm -rf $(LOCK_VENV) && $(PYTHON) -m venv $(LOCK_VENV)
-	$(LOCK_VENV)/bin/python -m pip install --quiet -e ".[dev,bench]" $(PARITY_DEPS) 2>&1 | $(QUIET_PIP)
-	$(LOCK_VENV)/bin/python -m pip install --quiet --no-deps $(PARITY_NO_DEPS) 2>&1 | $(QUIET_PIP)
+	$(LOCK_VENV)/bin/python -m pip install --quiet -e ".[$(EXTRAS)]" 2>&1 | $(QUIET_PIP)
+	$(LOCK_VENV)/bin/python -m pip install --quiet --no-deps -r $(PARITY_NO_DEPS) 2>&1 | $(QUIET_PIP)
 	mkdir -p $(dir $(LOCK))
 	{ echo "# pip constraints: what \`make lock\` resolved ($$(date -u +%F), $$($(LOCK_VENV)/bin/python -V), $$(uname -m))."; \
 	  echo "# Used by \`make install\` (pip install -c). Refresh with \`make lock\`; do not edit by hand."; \
