@@ -7,6 +7,7 @@ import importlib
 import inspect
 import itertools
 import os
+import secrets
 import sys
 import time
 from pathlib import Path
@@ -106,7 +107,11 @@ class SegFPNCLI(LightningCLI):
         self.run_dir = self._choose_run_dir(subcommand, config, root)
         ckpt = config.get("ckpt_path")
         if ckpt:
-            apply_checkpoint_architecture(config, Path(ckpt), self._subcommand_parsers[subcommand].get_defaults())
+            apply_checkpoint_architecture(config, Path(ckpt), given_model_options(self._argv))
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        self._argv = [str(a) for a in (sys.argv[1:] if args is None else args if isinstance(args, list) else [])]
+        super().parse_arguments(parser, args)
 
     def _choose_run_dir(self, subcommand: str, config: Namespace, root: Path) -> Path:
         ckpt = config.get("ckpt_path")
@@ -234,19 +239,35 @@ def wandb_run_id(run_dir: Path) -> str:
     a new one), so that a resumed run continues the same W&B run."""
     info = runs.read_run_info(run_dir)
     if not info.get("wandb_id"):
-        import wandb
-
-        info["wandb_id"] = os.environ.get("WANDB_RUN_ID") or wandb.util.generate_id()
+        info["wandb_id"] = os.environ.get("WANDB_RUN_ID") or secrets.token_hex(4)
         if runs.launch_rank() == 0:
             runs.write_run_info(run_dir, info)
     return info["wandb_id"]
 
 
-def apply_checkpoint_architecture(config: Namespace, ckpt: Path, defaults: Namespace) -> None:
+def given_model_options(argv: list[str]) -> set[str]:
+    """The ``model.*`` options set on the command line or in a ``--config`` file of ``argv`` (top-level names)."""
+    import yaml
+
+    given: set[str] = set()
+    for i, arg in enumerate(argv):
+        if arg.startswith("--model."):
+            given.add(arg[len("--model.") :].split("=", 1)[0].split(".", 1)[0])
+        elif arg in ("--config", "-c") and i + 1 < len(argv) or arg.startswith("--config="):
+            path = Path(arg.split("=", 1)[1] if "=" in arg else argv[i + 1])
+            try:
+                model = (yaml.safe_load(path.read_text()) or {}).get("model") or {}
+            except (OSError, yaml.YAMLError, AttributeError):
+                continue  # the parser reports unreadable config files itself
+            given.update(model.get("init_args", model) if isinstance(model, dict) else {})
+    return given
+
+
+def apply_checkpoint_architecture(config: Namespace, ckpt: Path, given: set[str]) -> None:
     """One rule for ``--ckpt_path FILE`` and ``best``/``last``: the checkpoint's architecture wins. An
-    architecture option left at its default takes the checkpoint's value; one set by the user (config file or
-    command line) to another value than the checkpoint's is an error naming each. Other model options (loss,
-    optimiser, inference...) are the user's."""
+    architecture option the user did not set takes the checkpoint's value; one set (config file or command line)
+    to another value than the checkpoint's is an error naming each. Other model options (loss, optimiser,
+    inference...) are the user's."""
     if not ckpt.is_file():
         raise FileNotFoundError(f"--ckpt_path {str(ckpt)!r}: no such file")
     try:
@@ -259,13 +280,13 @@ def apply_checkpoint_architecture(config: Namespace, ckpt: Path, defaults: Names
     for key in ARCHITECTURE_OPTIONS:
         if key not in hparams or key not in config.model:
             continue
-        given, saved = config.model[key], hparams[key]
-        if given == saved:
+        value, saved = config.model[key], hparams[key]
+        if value == saved:
             continue
-        if given == defaults.model.get(key):
-            config.model[key] = saved
+        if key in given:
+            differing.append(f"model.{key}: checkpoint {saved!r}, given {value!r}")
         else:
-            differing.append(f"model.{key}: checkpoint {saved!r}, given {given!r}")
+            config.model[key] = saved
     if differing:
         raise CheckpointMismatchError(
             f"--ckpt_path {str(ckpt)!r} was trained with another architecture than the options given: "

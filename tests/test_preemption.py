@@ -1,6 +1,6 @@
 """GracefulStop in one process: a real SIGUSR1 under (fake) Slurm during a training step is acted on at the step
-boundary (checkpoint, stop, requeue after the run); the job scheduler is a script that records what it was asked. The real Slurm run,
-with DDP on two ranks, is tests/test_slurm.py."""
+boundary (checkpoint, stop, requeue after the run); the job scheduler is a script that records what it was asked.
+The real Slurm run, with DDP on two ranks, is tests/test_slurm.py."""
 
 from __future__ import annotations
 
