@@ -328,6 +328,7 @@ def run_cli(args: list[str] | None = None) -> SegFPNCLI:
     finally:
         _finish_wandb_run()
         runs.release_locks_of_this_process()
+        runs.remove_unused_run_dirs()
         if env_before is None:
             os.environ.pop(runs.RUN_DIR_ENV, None)
         else:

@@ -22,6 +22,8 @@ RUN_FILE = "run.json"
 LOCK_FILE = "run.lock"
 # Set by the process that chose the run folder, read by the DDP ranks it starts (they parse the same arguments).
 RUN_DIR_ENV = "SEGFPN_RUN_DIR"
+_held: set[Path] = set()  # run folders this process holds the lock of
+_created: set[Path] = set()  # run folders this process created
 
 
 class RunFolderBusyError(RuntimeError):
@@ -95,7 +97,19 @@ def create_run_dir(root: Path) -> Path:
         except FileExistsError:
             continue
         init_run_dir(path)
+        _created.add(path)
         return path
+
+
+def remove_unused_run_dirs() -> None:
+    """Remove the run folders this process created that hold nothing but ``run.json`` (e.g. the command failed on
+    a bad option before writing anything)."""
+    for path in list(_created):
+        _created.discard(path)
+        if path.is_dir() and {p.name for p in path.iterdir()} <= {RUN_FILE, LOCK_FILE}:
+            for name in (LOCK_FILE, RUN_FILE):
+                (path / name).unlink(missing_ok=True)
+            path.rmdir()
 
 
 def init_run_dir(path: Path) -> None:
@@ -120,8 +134,6 @@ def run_dir_of(checkpoint: Path) -> Path | None:
             return folder
     return None
 
-
-_held: set[Path] = set()
 
 # --- the lock -------------------------------------------------------------------------------------------------
 

@@ -20,17 +20,10 @@ import torch
 from segfpn import runs
 from segfpn.checkpoint_io import atomic_save
 from segfpn.cli import CheckpointMismatchError, run_cli
-from tests.test_cli import CSV_LOGGER, _RecordResume, tiny_args
+from tests.test_cli import CSV_LOGGER, _RecordResume, only_run, tiny_args
 
 REPO = Path(__file__).resolve().parents[1]
 WANDB_LOGGER = "--trainer.logger=lightning.pytorch.loggers.WandbLogger"
-
-
-def only_run(root: Path) -> Path:
-    """The single run folder below ``root``."""
-    found = runs.runs_newest_first(root)
-    assert len(found) == 1, found
-    return found[0]
 
 
 def segfpn_process(args: list[str]) -> subprocess.Popen:
