@@ -123,10 +123,8 @@ class SegFPNCLI(LightningCLI):
                 runs.init_run_dir(run_dir)
         elif ckpt in ("best", "last"):
             run_dir = newest_run_with(ckpt, root, skip_held=subcommand == "fit")
-        elif ckpt and runs.run_dir_of(Path(ckpt)) is not None and subcommand != "fit":
-            run_dir = runs.run_dir_of(Path(ckpt))
         else:
-            run_dir = None
+            run_dir = None  # a new run; with an explicit checkpoint file too (its run folder stays untouched)
         if run_dir is None:
             if subcommand != "fit" and ckpt in ("best", "last"):
                 raise FileNotFoundError(

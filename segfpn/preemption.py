@@ -109,15 +109,17 @@ class GracefulStop(L.Callback):
         if not agreed:
             return
         self.stopped_by = signal.Signals(agreed)
-        if self.stopped_by == self.requeue_signal and running_under_slurm():
+        requeue = self.stopped_by == self.requeue_signal and running_under_slurm()
+        if requeue:
             path = next_hpc_checkpoint(trainer.default_root_dir)
-            self.saved = path
         else:
             folder = getattr(trainer.checkpoint_callback, "dirpath", None) or trainer.default_root_dir
             path = Path(folder) / f"stop-step{trainer.global_step:07d}.ckpt"
         path = Path(trainer.strategy.broadcast(str(path)))
-        rank_zero_info(f"{self.stopped_by.name}: saving {path} at step {trainer.global_step} and stopping")
+        what = "Slurm pre-emption" if requeue else "Stop"
+        rank_zero_info(f"{what} ({self.stopped_by.name}): saving {path} at step {trainer.global_step} and stopping")
         trainer.save_checkpoint(path)
+        self.saved = path if requeue else None
         trainer.should_stop = True
 
     @property

@@ -107,7 +107,7 @@ def test_single_node_job_runs_ddp_to_the_end(slurm: dict[str, str], tmp_path: Pa
     _wait(slurm, job, 300)
     log = (tmp_path / f"job-{job}.out").read_text()
     assert "2 task(s)" in log, log[-2000:]
-    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
+    ckpt = torch.load(tmp_path / "run" / f"slurm-{job}" / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == 4, log[-3000:]
     assert "GLOBAL_RANK: 1" in log or "Initializing distributed: GLOBAL_RANK: 0, MEMBER: 1/2" in log, log[-3000:]
 
@@ -115,17 +115,18 @@ def test_single_node_job_runs_ddp_to_the_end(slurm: dict[str, str], tmp_path: Pa
 def test_preempted_job_is_requeued_and_resumes(slurm: dict[str, str], tmp_path: Path, synthetic_root: Path) -> None:
     planned = 40
     job = _submit(slurm, tmp_path, _config(tmp_path, synthetic_root, max_steps=planned))
-    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    run = tmp_path / "run" / f"slurm-{job}"  # the job id names the run folder: the requeued job finds it
+    last = run / "checkpoints" / "last.ckpt"
     _wait(slurm, job, 300, until=last.is_file)
     assert _state(slurm, job) == "RUNNING", "the job ended before it could be pre-empted"
     subprocess.run(["scancel", "--signal=USR1", job], env=slurm, check=True)
     _wait(slurm, job, 600)
     log = (tmp_path / f"job-{job}.out").read_text()
-    hpc = sorted((tmp_path / "run").glob("hpc_ckpt_*.ckpt"))
+    hpc = sorted(run.glob("hpc_ckpt_*.ckpt"))
     assert hpc, log[-3000:]
-    saved_at = torch.load(hpc[0], weights_only=False)["global_step"]
+    saved_at = torch.load(hpc[0], weights_only=True)["global_step"]
     assert 0 < saved_at < planned
     assert "Slurm pre-emption (SIGUSR1): saving" in log and "Requeued Slurm job" in log, log[-3000:]
     assert "restart 1" in log and "Restored all states from the checkpoint" in log, log[-3000:]
-    final = torch.load(last, weights_only=False)
+    final = torch.load(last, weights_only=True)
     assert final["global_step"] == planned, log[-3000:]
