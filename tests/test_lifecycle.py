@@ -264,3 +264,26 @@ def test_checkpoint_architecture_wins_and_a_differing_given_option_is_an_error(
     assert (cli.model.hparams.fpn_channels, cli.model.hparams.backbone_name) == (32, "pvt_v2_b0")
     assert cli.model.inference.mode == "slide"
     assert CSV_LOGGER in args
+
+
+@pytest.mark.slow
+def test_sigterm_during_start_up_is_acted_on_at_the_first_step(tmp_path: Path, synthetic_root: Path) -> None:
+    process = segfpn_process(["fit", *tiny_args(tmp_path, synthetic_root, max_steps=200)])
+    # the run folder is chosen (signals are recorded from here on); the model is not built yet
+    wait_for(lambda: b"run folder:" in process.stdout.readline(), "the run folder to be chosen", process)
+    process.send_signal(signal.SIGTERM)
+    output = process.communicate(timeout=300)[0].decode()
+    assert process.returncode == 143, output
+    stops = list(only_run(tmp_path).glob("checkpoints/stop-step*.ckpt"))
+    assert len(stops) == 1 and torch.load(stops[0], weights_only=True)["global_step"] >= 1, output
+
+
+@pytest.mark.parametrize("content", [b"not a checkpoint\n", b"PK\x03\x04" + b"\x00" * 64], ids=["text", "broken_zip"])
+def test_an_unreadable_checkpoint_file_is_named(tmp_path: Path, synthetic_root: Path, content: bytes) -> None:
+    bad = tmp_path / "model.ckpt"
+    bad.write_bytes(content)
+    with pytest.raises(ValueError, match=f"--ckpt_path '{bad}' is not a readable Lightning checkpoint"):
+        run_cli(["validate", *tiny_args(tmp_path / "runs", synthetic_root), f"--ckpt_path={bad}"])
+    with pytest.raises(FileNotFoundError, match="--ckpt_path '.*missing.ckpt': no such file"):
+        run_cli(["validate", *tiny_args(tmp_path / "runs", synthetic_root), f"--ckpt_path={tmp_path}/missing.ckpt"])
+    assert not runs.runs_newest_first(tmp_path / "runs")
