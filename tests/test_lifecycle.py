@@ -287,3 +287,21 @@ def test_an_unreadable_checkpoint_file_is_named(tmp_path: Path, synthetic_root: 
     with pytest.raises(FileNotFoundError, match="--ckpt_path '.*missing.ckpt': no such file"):
         run_cli(["validate", *tiny_args(tmp_path / "runs", synthetic_root), f"--ckpt_path={tmp_path}/missing.ckpt"])
     assert not runs.runs_newest_first(tmp_path / "runs")
+
+
+@pytest.mark.slow
+def test_sigterm_to_rank_0_stops_both_ddp_ranks_together(tmp_path: Path, synthetic_root: Path) -> None:
+    args = tiny_args(tmp_path, synthetic_root, max_steps=200) + [
+        "--trainer.logger.init_args.flush_logs_every_n_steps=1",
+        "--trainer.accelerator=cpu",
+        "--trainer.devices=2",
+        "--trainer.strategy=ddp",
+    ]
+    process = segfpn_process(["fit", *args])
+    wait_for(lambda: logged_train_step(tmp_path) >= 1, "training step 1", process)
+    process.send_signal(signal.SIGTERM)  # only the launching rank: the other learns it at the step's all-reduce
+    output = process.communicate(timeout=300)[0].decode()
+    assert process.returncode == 143, output
+    stops = list(only_run(tmp_path).glob("checkpoints/stop-step*.ckpt"))
+    assert len(stops) == 1, output
+    assert 1 <= torch.load(stops[0], weights_only=True)["global_step"] < 200
