@@ -305,3 +305,29 @@ def test_sigterm_to_rank_0_stops_both_ddp_ranks_together(tmp_path: Path, synthet
     stops = list(only_run(tmp_path).glob("checkpoints/stop-step*.ckpt"))
     assert len(stops) == 1, output
     assert 1 <= torch.load(stops[0], weights_only=True)["global_step"] < 200
+
+
+@pytest.mark.slow
+def test_a_requeued_slurm_job_finds_its_run_folder_and_takes_its_lock_over(
+    tmp_path: Path, synthetic_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The job id names the run folder; the lock left by the job's previous start (another node, a pid there) is
+    the job's own, so the requeued start takes it over and resumes. The real Slurm run is tests/test_slurm.py."""
+    slurm = {"SLURM_NTASKS": "1", "SLURM_JOB_NAME": "segfpn", "SLURM_JOB_ID": "4242", "SLURM_PROCID": "0"}
+    slurm |= {"SLURM_LOCALID": "0", "SLURM_NODEID": "0", "SLURM_NODELIST": "localhost", "SLURM_NTASKS_PER_NODE": "1"}
+    for key, value in slurm.items():
+        monkeypatch.setenv(key, value)
+    args = tiny_args(tmp_path, synthetic_root, max_steps=2) + ["--trainer.limit_val_batches=0", "--ckpt_path=last"]
+    run_cli(["fit", *args])
+    run = tmp_path / "slurm-4242"
+    assert only_run(tmp_path) == run and (run / "checkpoints" / "last.ckpt").is_file()
+    (run / runs.LOCK_FILE).write_text(json.dumps({"pid": 1, "host": "node-before-requeue", "slurm_job": "4242"}))
+    recorder = _recording_resume(monkeypatch)
+    cli = run_cli(
+        ["fit", *tiny_args(tmp_path, synthetic_root, max_steps=4), "--trainer.limit_val_batches=0", "--ckpt_path=last"]
+    )
+    assert recorder.start_step == 2 and cli.trainer.global_step == 4 and only_run(tmp_path) == run
+    monkeypatch.setenv("SLURM_JOB_ID", "4243")  # another job: the same folder name is not its own
+    (run / runs.LOCK_FILE).write_text(json.dumps({"pid": 1, "host": "node-of-job-4242", "slurm_job": "4242"}))
+    with pytest.raises(runs.RunFolderBusyError, match="in use by process 1 on 'node-of-job-4242'"):
+        run_cli(["fit", *args, "--run_name=slurm-4242"])
