@@ -26,12 +26,12 @@ _held: set[Path] = set()  # run folders this process holds the lock of
 _created: set[Path] = set()  # run folders this process created
 
 
-class RunFolderBusyError(RuntimeError):
-    """Another live process holds the run folder."""
-
-
 class RunFolderError(ValueError):
     """A run folder option that cannot be followed (e.g. a fresh ``fit`` into a folder that has checkpoints)."""
+
+
+class RunFolderBusyError(RunFolderError):
+    """Another live process holds the run folder."""
 
 
 def new_run_id() -> str:
