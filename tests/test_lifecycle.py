@@ -53,10 +53,10 @@ def logged_train_step(root: Path) -> int:
     """The highest training step logged so far in the CSV metrics of the run below ``root`` (-1 before any)."""
     steps = [-1]
     for metrics in root.glob("*/version_*/metrics.csv"):
-        for line in metrics.read_text().splitlines()[1:]:
-            head = metrics.read_text().splitlines()[0].split(",")
-            row = dict(zip(head, line.split(",")))
-            if row.get("train/loss"):
+        head, *lines = metrics.read_text().splitlines() or [""]
+        for line in lines:
+            row = dict(zip(head.split(","), line.split(",")))
+            if row.get("train/loss") and row.get("step", "").isdigit():  # a row being written is skipped
                 steps.append(int(row["step"]))
     return max(steps)
 
