@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_warn
 from PIL import Image
 
+from segfpn.checkpoint_io import atomic_link
 from segfpn.datasets.ade20k import IGNORE_INDEX
 from segfpn.datasets.ade20k_classes import ADE20K_CLASSES
 from segfpn.errors import ConfigError
@@ -124,7 +124,7 @@ class BestAndLastCheckpoint(ModelCheckpoint):
     def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
         super()._save_checkpoint(trainer, filepath)
         if filepath == self.best_model_path and trainer.is_global_zero:
-            shutil.copyfile(filepath, Path(filepath).with_name("best.ckpt"))
+            atomic_link(filepath, Path(filepath).with_name("best.ckpt"))  # complete or absent, even on SIGKILL
 
 
 class PredictionWriter(BasePredictionWriter):

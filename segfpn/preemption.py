@@ -1,4 +1,5 @@
-"""Slurm pre-emption: checkpoint and requeue at a step boundary, never inside the signal handler."""
+"""Graceful stop on SIGTERM/SIGINT and Slurm pre-emption: checkpoint at a step boundary, never inside the signal
+handler, then stop (and requeue under Slurm)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,17 @@ import re
 import signal
 import subprocess
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities import rank_zero_info
+
+from segfpn.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -39,54 +45,97 @@ def slurm_job_id() -> str:
     return f"{array_id}_{os.environ['SLURM_ARRAY_TASK_ID']}" if array_id else os.environ["SLURM_JOB_ID"]
 
 
-class SlurmRequeue(L.Callback):
-    """When Slurm warns that a job will end (``#SBATCH --signal=SIGUSR1@90``), save ``hpc_ckpt_N.ckpt`` in the
-    run folder, stop, and requeue the job; the requeued job resumes from it (``--ckpt_path last``).
+class GracefulStop(L.Callback):
+    """Stop training cleanly on a signal: save a resumable checkpoint at the next step boundary, on all ranks
+    together, and stop. SIGTERM and SIGINT always (the process then exits 143 / 130: ``exit_code``);
+    under Slurm, ``requeue_signal`` (``#SBATCH --signal=SIGUSR1@90``) saves ``hpc_ckpt_N.ckpt`` in the run
+    folder, stops, and requeues the job, which resumes from it (``--ckpt_path last``).
 
-    Lightning's own auto-requeue saves inside the signal handler. Under DDP the handler can interrupt a rank in
-    the middle of a collective, and the checkpoint's barrier then waits forever (Lightning issue #21406; seen
-    here once in six pre-emptions on two CPU ranks). Here the handler only sets a flag. At each training batch
-    end the ranks agree on it (one one-element all-reduce per step, under Slurm only), all save together, and
-    training stops; rank 0 requeues in ``teardown``, once the last checkpoint is on disk. A handler installed
-    in ``setup`` also keeps Lightning from installing its own. A signal that arrives during validation acts
-    after it: give long validations a longer lead time.
+    Lightning's own handlers save (Slurm auto-requeue) or broadcast (SIGTERM) inside the signal handler. Under
+    DDP the handler can interrupt a rank in the middle of a collective, and the checkpoint's barrier then waits
+    forever (Lightning issue #21406; seen here once in six pre-emptions on two CPU ranks). Here the handler only
+    records the signal. At each training batch end, and at the end of each validation during fit, the ranks agree
+    on it (one one-element all-reduce), all save together, and training stops; rank 0 requeues in ``teardown``,
+    once the last checkpoint is on disk. The handlers are installed in ``setup`` and again at ``on_train_start``
+    (Lightning installs its own in between) and removed in ``teardown``; a signal recorded before (see
+    :func:`recording_stop_signals`) is acted on at the first step boundary.
     """
 
-    def __init__(self, enabled: bool = True, signal_name: str = "SIGUSR1") -> None:
-        if signal_name not in signal.Signals.__members__:
-            raise ValueError(f"slurm_requeue.signal_name must be a signal name such as 'SIGUSR1', got {signal_name!r}")
+    def __init__(self, enabled: bool = True, requeue_signal: str = "SIGUSR1") -> None:
+        if requeue_signal not in signal.Signals.__members__:
+            raise ConfigError(
+                f"graceful_stop.requeue_signal must be a signal name such as 'SIGUSR1', got {requeue_signal!r}"
+            )
         self.enabled = enabled
-        self.signum = signal.Signals[signal_name]
-        self.requested = False
+        self.requeue_signal = signal.Signals[requeue_signal]
+        self.received: signal.Signals | None = None
+        self.stopped_by: signal.Signals | None = None
         self.saved: Path | None = None
-        self._previous: Any = None
-        self._installed = False
+        self._previous: dict[signal.Signals, Any] = {}
+
+    def _signals(self) -> list[signal.Signals]:
+        return [signal.SIGTERM, signal.SIGINT] + ([self.requeue_signal] if running_under_slurm() else [])
 
     def _on_signal(self, signum: int, frame: Any) -> None:
-        self.requested = True  # nothing else may happen here: see the class docstring
+        self.received = self.received or signal.Signals(signum)  # nothing else may happen here: see the docstring
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if stage != "fit" or not self.enabled or not running_under_slurm():
+        if stage != "fit" or not self.enabled or threading.current_thread() is not threading.main_thread():
             return
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(self.signum, self._on_signal)
-            self._installed = True
+        self.received = self.received or _recorded
+        self._previous = {signum: signal.getsignal(signum) for signum in self._signals()}
+        self._install()  # before Lightning's: its Slurm handler is then not installed (it checks for one)
+
+    def _install(self) -> None:
+        for signum in self._previous:
+            signal.signal(signum, self._on_signal)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._install()  # Lightning replaced the SIGTERM handler after setup
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        self._restore()
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
-        if not self._installed or self.saved is not None:
+        self._act(trainer)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking and trainer.state.fn == "fit":
+            self._act(trainer)
+
+    def _act(self, trainer: L.Trainer) -> None:
+        if not self._previous or self.stopped_by is not None:
             return
-        if not trainer.strategy.reduce_boolean_decision(self.requested, all=False):
+        local = torch.tensor(int(self.received or 0), device=trainer.strategy.root_device)
+        agreed = int(trainer.strategy.reduce(local, reduce_op="max"))  # one signal for all ranks
+        if not agreed:
             return
-        path = trainer.strategy.broadcast(str(next_hpc_checkpoint(trainer.default_root_dir)))
-        rank_zero_info(f"Slurm pre-emption ({self.signum.name}): saving {path} at step {trainer.global_step}")
+        self.stopped_by = signal.Signals(agreed)
+        requeue = self.stopped_by == self.requeue_signal and running_under_slurm()
+        if requeue:
+            path = next_hpc_checkpoint(trainer.default_root_dir)
+        else:
+            folder = getattr(trainer.checkpoint_callback, "dirpath", None) or trainer.default_root_dir
+            path = Path(folder) / f"stop-step{trainer.global_step:07d}.ckpt"
+        path = Path(trainer.strategy.broadcast(str(path)))
+        what = "Slurm pre-emption" if requeue else "Stop"
+        rank_zero_info(f"{what} ({self.stopped_by.name}): saving {path} at step {trainer.global_step} and stopping")
         trainer.save_checkpoint(path)
-        self.saved = Path(path)
+        self.saved = path if requeue else None
         trainer.should_stop = True
 
+    @property
+    def exit_code(self) -> int:
+        """128 + the signal number after a stop on SIGTERM/SIGINT (143 / 130); 0 otherwise (also after a requeue)."""
+        return 0 if self.stopped_by is None or self.saved is not None else 128 + int(self.stopped_by)
+
+    def _restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
+
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if self._installed:
-            signal.signal(self.signum, self._previous)
-            self._installed = False
+        self._restore()  # after Lightning's own teardown, which re-installs what it found at its start
         if self.saved is not None and trainer.is_global_zero:
             job = slurm_job_id()
             result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
@@ -94,3 +143,34 @@ class SlurmRequeue(L.Callback):
                 rank_zero_info(f"Requeued Slurm job {job}: it resumes at step {trainer.global_step} (--ckpt_path last)")
             else:
                 log.error("scontrol requeue %s failed (%s): %s", job, result.returncode, result.stderr.strip())
+
+
+_recorded: signal.Signals | None = None
+
+
+def _record(signum: int, frame: Any) -> None:
+    global _recorded
+    _recorded = _recorded or signal.Signals(signum)
+
+
+@contextmanager
+def recording_stop_signals() -> Iterator[None]:
+    """While the CLI parses and builds a ``fit``, record SIGTERM/SIGINT instead of dying, so that
+    :class:`GracefulStop` acts on them at the first step boundary."""
+    global _recorded
+    _recorded = None
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, _record) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        _recorded = None
+
+
+def stop_exit_code(callbacks: list[L.Callback]) -> int:
+    """The exit code a run with these callbacks ends with: 143 / 130 after a stop on SIGTERM / SIGINT, else 0."""
+    return max((c.exit_code for c in callbacks if isinstance(c, GracefulStop)), default=0)

@@ -12,7 +12,7 @@ from PIL import Image
 
 from segfpn.analysis.experiment import Experiment
 from segfpn.cli import main, run_cli
-from tests.test_cli import tiny_args
+from tests.test_cli import only_run, tiny_args
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -59,9 +59,10 @@ def test_experiment_runs_variants_and_writes_report(tmp_path: Path, synthetic_ro
 
 def test_analyze_confusion_rows_sum_to_label_counts(tmp_path: Path, synthetic_root: Path) -> None:
     run_cli(["fit", *tiny_args(tmp_path, synthetic_root, max_steps=4)])
-    main(["analyze", str(tmp_path / "checkpoints" / "last.ckpt"), "--out", str(tmp_path / "analysis")])
+    run = only_run(tmp_path)
+    main(["analyze", str(run / "checkpoints" / "last.ckpt"), "--out", str(tmp_path / "analysis")])
     summary = json.loads((tmp_path / "analysis" / "error_analysis.json").read_text())
-    files = json.loads(sorted((tmp_path / "results").glob("fit_val_step*.json"))[-1].read_text())
+    files = json.loads(sorted((run / "results").glob("fit_val_step*.json"))[-1].read_text())
     assert set(summary["size_recall"]) == {"small (<1%)", "medium (1-10%)", "large (>10%)"}
     assert 0 <= summary["boundary_iou"] <= 1 and summary["worst_classes"]
     assert files["confmat"]  # the training run wrote its own confusion matrix too
@@ -70,7 +71,7 @@ def test_analyze_confusion_rows_sum_to_label_counts(tmp_path: Path, synthetic_ro
     from segfpn.analysis.errors import evaluate
     from segfpn.inference import predict_logits
 
-    module, data = load_trained(tmp_path / "checkpoints" / "last.ckpt")
+    module, data = load_trained(run / "checkpoints" / "last.ckpt")
     data.setup("validate")
     result = evaluate(module, data.val_dataloader(), 150, lambda m, x: predict_logits(m, x, m.inference, 150))
     counts = np.zeros(150, np.int64)

@@ -14,6 +14,8 @@ from PIL import Image
 
 from segfpn.cli import run_cli
 from segfpn.datasets.sampling import EpochShuffleSampler
+from segfpn.errors import CheckpointError
+from segfpn.runs import runs_newest_first
 
 CSV_LOGGER = "--trainer.logger=lightning.pytorch.loggers.CSVLogger"
 
@@ -42,13 +44,21 @@ def tiny_args(root: Path, data: Path, max_steps: int = 4, logger: str = CSV_LOGG
     ]
 
 
+def only_run(root: Path) -> Path:
+    """The single run folder below ``root`` (``trainer.default_root_dir``)."""
+    found = runs_newest_first(root)
+    assert len(found) == 1, found
+    return found[0]
+
+
 def test_fit_validate_test_predict_round(tmp_path: Path, synthetic_root: Path) -> None:
     args = tiny_args(tmp_path, synthetic_root)
     cli = run_cli(["fit", *args])
-    ckpts = tmp_path / "checkpoints"
+    run = only_run(tmp_path)
+    ckpts = run / "checkpoints"
     assert (ckpts / "best.ckpt").is_file() and (ckpts / "last.ckpt").is_file()
     assert cli.trainer.global_step == 4
-    assert (Path(cli.trainer.log_dir) / "config.yaml").is_file() and list((tmp_path / "configs").glob("fit-*.yaml"))
+    assert (Path(cli.trainer.log_dir) / "config.yaml").is_file() and list((run / "configs").glob("fit-*.yaml"))
     fit_miou = float(cli.trainer.callback_metrics["val/mIoU"])
 
     cli = run_cli(["validate", *args, "--ckpt_path=best"])
@@ -67,14 +77,16 @@ def test_fit_validate_test_predict_round(tmp_path: Path, synthetic_root: Path) -
     assert len(list((tmp_path / "pred" / "overlays").glob("*.jpg"))) == len(images)
 
 
-def test_second_run_in_the_same_folder_keeps_both_configs(tmp_path: Path, synthetic_root: Path) -> None:
+def test_second_run_of_a_config_gets_its_own_folder_and_configs(tmp_path: Path, synthetic_root: Path) -> None:
     args = tiny_args(tmp_path, synthetic_root, max_steps=1) + ["--trainer.limit_val_batches=1"]
     args[args.index(CSV_LOGGER)] = "--trainer.logger=lightning.pytorch.loggers.WandbLogger"  # log_dir = save_dir
     args.append(f"--trainer.logger.init_args.save_dir={tmp_path}")
     run_cli(["fit", *args])
-    run_cli(["fit", *args, "--model.lr=0.002"])  # the existing config.yaml must not stop this run
-    saved = sorted((tmp_path / "configs").glob("fit-*.yaml"))
-    assert saved and "lr: 0.002" in (tmp_path / "config.yaml").read_text()
+    run_cli(["fit", *args, "--model.lr=0.002"])
+    second, first = runs_newest_first(tmp_path)
+    for run, lr in ((first, "0.001"), (second, "0.002")):
+        assert len(list((run / "configs").glob("fit-*.yaml"))) == 1
+        assert f"lr: {lr}" in (run / "config.yaml").read_text()
 
 
 class _RecordResume(__import__("lightning").Callback):
@@ -106,7 +118,7 @@ def test_resume_continues_from_the_saved_step_with_identical_optimizer_state(
 ) -> None:
     # 16 training images, batch 4: 4 steps per epoch; stop after epoch 1, resume to the end of epoch 3
     run_cli(["fit", *tiny_args(tmp_path, synthetic_root, max_steps=4)])
-    saved = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    saved = torch.load(only_run(tmp_path) / "checkpoints" / "last.ckpt", weights_only=True)
     recorder = _RecordResume()
     import segfpn.cli as cli_module
 
@@ -133,7 +145,7 @@ def test_resume_continues_from_the_saved_step_with_identical_optimizer_state(
 def test_logged_lrs_follow_the_schedule_and_backbone_multiplier(tmp_path: Path, synthetic_root: Path) -> None:
     args = tiny_args(tmp_path, synthetic_root, max_steps=4)
     run_cli(["fit", *args, "--model.backbone_lr_mult=0.1", "--model.max_iters=4", "--trainer.limit_val_batches=0"])
-    rows = [r for r in csv.DictReader(open(next(tmp_path.glob("version_*/metrics.csv")))) if r["train/lr"]]
+    rows = [r for r in csv.DictReader(open(next(tmp_path.glob("*/version_*/metrics.csv")))) if r["train/lr"]]
     lr = [float(r["train/lr"]) for r in rows]
     # poly (power 0.9) over max_iters=4, base lr 1e-3: step k has 1e-3 * (1 - k/4) ** 0.9
     assert lr == pytest.approx([1e-3 * (1 - k / 4) ** 0.9 for k in range(4)], rel=1e-5)
@@ -156,7 +168,7 @@ def test_wandb_offline_run_folder_holds_logged_keys(
             "--grad_monitor.every_n_steps=1",
         ]
     )
-    runs = list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
+    runs = list((only_run(tmp_path) / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(runs) == 1
     data = runs[0].read_bytes()
     for key in (
@@ -185,7 +197,7 @@ def test_wandb_offline_run_folder_holds_logged_keys(
 def test_bad_config_values_fail_before_training(tmp_path: Path, synthetic_root: Path, arg: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         run_cli(["fit", *tiny_args(tmp_path, synthetic_root), arg])
-    assert not (tmp_path / "checkpoints").exists()
+    assert not runs_newest_first(tmp_path)  # no run folder left behind
 
 
 def test_invalid_choice_is_rejected_by_the_parser(
@@ -208,7 +220,7 @@ def test_print_config(tmp_path: Path, synthetic_root: Path, capsys: pytest.Captu
 
 
 def test_best_checkpoint_missing_is_a_clear_error(tmp_path: Path, synthetic_root: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="--ckpt_path best: no .*best.ckpt"):
+    with pytest.raises(CheckpointError, match="--ckpt_path best: no .*best.ckpt"):
         run_cli(["validate", *tiny_args(tmp_path, synthetic_root), "--ckpt_path=best"])
 
 
@@ -296,5 +308,5 @@ def test_class_weights_from_the_data_and_checkpoint_reload(tmp_path: Path, synth
     weights = cli.model.criterion.terms["ce"].class_weight
     present = cli.datamodule.class_stats().pixels > 0
     assert torch.all(weights[torch.from_numpy(present)] > 0) and torch.all(weights[torch.from_numpy(~present)] == 0)
-    module, _ = load_trained(tmp_path / "checkpoints" / "last.ckpt")  # strict load without the data
+    module, _ = load_trained(only_run(tmp_path) / "checkpoints" / "last.ckpt")  # strict load without the data
     assert module.hparams.class_weight == "inverse_log"

@@ -12,7 +12,7 @@ import pytest
 from lightning.fabric.plugins.environments.lightning import find_free_network_port
 
 from segfpn.cli import run_cli
-from tests.test_cli import tiny_args
+from tests.test_cli import only_run, tiny_args
 
 pytestmark = pytest.mark.slow
 
@@ -36,7 +36,7 @@ def test_ddp_validation_equals_single_process(tmp_path: Path, synthetic_root: Pa
     assert len(list((synthetic_root / "images" / "validation").iterdir())) % 2 == 1  # odd: DDP would pad
     train_root = tmp_path / "train"
     run_cli(["fit", *tiny_args(train_root, synthetic_root, max_steps=4)])
-    ckpt = train_root / "checkpoints" / "last.ckpt"
+    ckpt = only_run(train_root) / "checkpoints" / "last.ckpt"
     common = [
         a
         for a in tiny_args(tmp_path, synthetic_root)
@@ -62,7 +62,7 @@ def test_ddp_validation_equals_single_process(tmp_path: Path, synthetic_root: Pa
         f"--ckpt_path={ckpt}",
         cwd=tmp_path,
     )
-    a, b = _scores(single), _scores(double)
+    a, b = _scores(only_run(single)), _scores(only_run(double))  # the DDP ranks shared one run folder
     print(
         f"\n1 process: mIoU {a['mIoU']:.6f} aAcc {a['aAcc']:.6f} mAcc {a['mAcc']:.6f}; "
         f"2 processes: mIoU {b['mIoU']:.6f} aAcc {b['aAcc']:.6f} mAcc {b['mAcc']:.6f}"
@@ -82,7 +82,7 @@ def test_ddp_training_on_two_processes(tmp_path: Path, synthetic_root: Path) -> 
     _segfpn("fit", *args, "--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp", cwd=tmp_path)
     import torch
 
-    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    ckpt = torch.load(only_run(tmp_path) / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == 4 and ckpt["epoch"] == 1
     assert any("running_mean" in k for k in ckpt["state_dict"])
 
@@ -123,7 +123,9 @@ def test_torchrun_recipe_on_two_cpu_processes(tmp_path: Path, synthetic_root: Pa
     assert "MEMBER: 2/2" in result.stderr + result.stdout
     import torch
 
-    assert torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2
+    run = tmp_path / "torchrun-job"  # torchrun.sh names the run after the config (RUN_NAME overrides)
+    assert only_run(tmp_path) == run
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2
 
 
 def _repeat_factor_rank(rank: int, init_file: str, epochs: int, out: str) -> None:
@@ -205,5 +207,5 @@ def test_repeat_factor_training_on_two_processes_for_several_epochs(tmp_path: Pa
         "--trainer.strategy=ddp",
         cwd=tmp_path,
     )
-    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    ckpt = torch.load(only_run(tmp_path) / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == epochs * (per_rank // batch), (ckpt["global_step"], per_rank)

@@ -1,6 +1,6 @@
-"""SlurmRequeue in one process: a real SIGUSR1 during a training step is acted on at the step boundary (checkpoint,
-stop, requeue after the run); the job scheduler is a script that records what it was asked. The real Slurm run,
-with DDP on two ranks, is tests/test_slurm.py."""
+"""GracefulStop in one process: a real SIGUSR1 under (fake) Slurm during a training step is acted on at the step
+boundary (checkpoint, stop, requeue after the run); the job scheduler is a script that records what it was asked.
+The real Slurm run, with DDP on two ranks, is tests/test_slurm.py."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import torch
 
 from segfpn.datasets import ADE20KDataModule
 from segfpn.module import SegmentationModule
-from segfpn.preemption import SlurmRequeue, next_hpc_checkpoint
+from segfpn.preemption import GracefulStop, next_hpc_checkpoint
 
 
 class _SignalAt(L.Callback):
@@ -64,7 +64,7 @@ def test_signal_saves_at_the_step_boundary_stops_and_requeues(
     tmp_path: Path, synthetic_root: Path, fake_slurm: Path
 ) -> None:
     before = signal.getsignal(signal.SIGUSR1)
-    trainer = _fit(tmp_path, synthetic_root, 10, [SlurmRequeue(), _SignalAt(2)])
+    trainer = _fit(tmp_path, synthetic_root, 10, [GracefulStop(), _SignalAt(2)])
     assert trainer.global_step == 3  # the step that was running when the signal came is finished, no more
     saved = torch.load(tmp_path / "hpc_ckpt_1.ckpt", weights_only=True)
     assert saved["global_step"] == 3
@@ -72,10 +72,12 @@ def test_signal_saves_at_the_step_boundary_stops_and_requeues(
     assert signal.getsignal(signal.SIGUSR1) == before  # the handler is only there during fit
 
 
-def test_without_slurm_the_callback_does_nothing(tmp_path: Path, synthetic_root: Path) -> None:
-    callback = SlurmRequeue()
+def test_without_a_signal_the_callback_does_nothing(tmp_path: Path, synthetic_root: Path) -> None:
+    callback = GracefulStop()
+    handlers = [signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)]
     trainer = _fit(tmp_path, synthetic_root, 2, [callback])
-    assert trainer.global_step == 2 and not callback._installed and not list(tmp_path.glob("hpc_ckpt_*"))
+    assert trainer.global_step == 2 and callback.exit_code == 0 and not list(tmp_path.rglob("*.ckpt"))
+    assert [signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)] == handlers
 
 
 def test_hpc_checkpoint_numbering_and_bad_signal_name(tmp_path: Path) -> None:
@@ -84,5 +86,5 @@ def test_hpc_checkpoint_numbering_and_bad_signal_name(tmp_path: Path) -> None:
         (tmp_path / f"hpc_ckpt_{n}.ckpt").touch()
     (tmp_path / "hpc_ckpt_x.ckpt").touch()
     assert next_hpc_checkpoint(tmp_path).name == "hpc_ckpt_11.ckpt"
-    with pytest.raises(ValueError, match="signal_name"):
-        SlurmRequeue(signal_name="SIGFOO")
+    with pytest.raises(ValueError, match="requeue_signal"):
+        GracefulStop(requeue_signal="SIGFOO")

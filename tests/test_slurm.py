@@ -125,7 +125,7 @@ def test_single_node_job_runs_ddp_to_the_end(slurm: dict[str, str], tmp_path: Pa
     _wait(slurm, job, 300)
     log = (tmp_path / f"job-{job}.out").read_text()
     assert "2 task(s)" in log, log[-2000:]
-    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    ckpt = torch.load(tmp_path / "run" / f"slurm-{job}" / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == 4, log[-3000:]
     assert "GLOBAL_RANK: 1" in log or "Initializing distributed: GLOBAL_RANK: 0, MEMBER: 1/2" in log, log[-3000:]
 
@@ -133,7 +133,8 @@ def test_single_node_job_runs_ddp_to_the_end(slurm: dict[str, str], tmp_path: Pa
 def test_preempted_job_is_requeued_and_resumes(slurm: dict[str, str], tmp_path: Path, synthetic_root: Path) -> None:
     planned = 40
     job = _submit(slurm, tmp_path, _config(tmp_path, synthetic_root, max_steps=planned))
-    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    run = tmp_path / "run" / f"slurm-{job}"  # the job id names the run folder: the requeued job finds it
+    last = run / "checkpoints" / "last.ckpt"
     log_file = tmp_path / f"job-{job}.out"
     state = _wait(slurm, job, 300, until=lambda state: last.is_file() or _ended(state))
     assert state == "RUNNING", f"the job ended before it could be pre-empted ({state!r})"
@@ -149,7 +150,7 @@ def test_preempted_job_is_requeued_and_resumes(slurm: dict[str, str], tmp_path: 
     except TimeoutError as err:
         pytest.fail(f"{err}; the requeued job did not run to its end. {log_file}:\n{log_file.read_text()[-3000:]}")
     log = log_file.read_text()
-    hpc = sorted((tmp_path / "run").glob("hpc_ckpt_*.ckpt"))
+    hpc = sorted(run.glob("hpc_ckpt_*.ckpt"))
     assert hpc, log[-3000:]
     saved_at = torch.load(hpc[0], weights_only=True)["global_step"]
     assert 0 < saved_at < planned

@@ -12,6 +12,7 @@ import yaml
 from wandb.sdk.launch.sweeps.utils import create_sweep_command, create_sweep_command_args
 
 from segfpn.cli import normalize_sweep_args
+from tests.test_cli import only_run
 
 REPO = Path(__file__).resolve().parents[1]
 SWEEPS = sorted((REPO / "configs" / "sweeps").glob("*.yaml"))
@@ -79,9 +80,10 @@ def test_agent_command_reaches_the_model(tmp_path: Path, synthetic_root: Path) -
     env = {**os.environ, "WANDB_MODE": "offline", "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     result = subprocess.run(command + overrides, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    saved = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    run = only_run(tmp_path)  # one run folder for both DDP ranks
+    saved = yaml.safe_load((run / "config.yaml").read_text())
     assert saved["model"]["lateral_connections"] is False
     assert saved["model"]["upsample_mode"] == "bilinear"
     assert saved["model"]["fpn_channels"] == 64 and saved["model"]["attention"] is None
     assert saved["model"]["lr"] == 0.0003 and saved["data"]["scale"] == [128, 64]
-    assert len(list((tmp_path / "wandb").glob("offline-run-*"))) == 1
+    assert len(list((run / "wandb").glob("offline-run-*"))) == 1

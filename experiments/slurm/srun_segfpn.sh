@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Common launch line of segfpn's Slurm jobs: one task per device, Lightning reads the Slurm environment
-# (rank, world size, master address) itself. A requeued job resumes from the newest checkpoint of the run
-# (`--ckpt_path last` picks hpc_ckpt_*.ckpt written on SIGUSR1, or checkpoints/last.ckpt).
+# (rank, world size, master address) itself. The run folder is <trainer.default_root_dir>/slurm-<job id> (array jobs:
+# slurm-<array id>_<task id>), so a requeued job finds its own run and resumes from its newest readable checkpoint
+# (`--ckpt_path last`: hpc_ckpt_*.ckpt written on SIGUSR1, checkpoints/last.ckpt, stop-step*.ckpt...).
 #   srun_segfpn.sh CONFIG [extra segfpn fit arguments...]
 set -euo pipefail
 config=${1:?usage: srun_segfpn.sh CONFIG [segfpn fit args...]}

@@ -53,15 +53,14 @@ class Experiment:
         )
 
     def variant_args(self, variant: str, root: Path) -> list[str]:
-        """LightningCLI arguments (after the subcommand) for one variant writing into ``root``."""
+        """LightningCLI arguments (after the subcommand) for one variant whose run folder is ``root``."""
         overrides = [f"--{key}={_cli_value(value)}" for key, value in self.variants[variant].items()]
         return [
             "--config",
             str(self.base),
             *self.args,
             *overrides,
-            f"--trainer.default_root_dir={root}",
-            f"--trainer.logger.init_args.save_dir={root}",
+            f"--run_dir={root}",  # one run folder per variant (segfpn.runs)
         ]
 
     def model_overrides(self, variant: str) -> dict[str, Any]:
@@ -106,7 +105,7 @@ def run_experiment(
             continue
         print(f"[{i}/{len(names)}] {variant}: training in {root}", flush=True)
         args = experiment.variant_args(variant, root) + list(extra_args or [])
-        run_cli(["fit", *args])
+        run_cli(["fit", *args, "--ckpt_path=last"])  # an interrupted variant resumes
         best = "best" if (root / "checkpoints" / "best.ckpt").is_file() else "last"  # no validation ran: last
         run_cli(["validate", *args, f"--ckpt_path={best}"])
         final = final_results(root)
