@@ -121,7 +121,7 @@ def test_nan_score_never_selects_the_best_checkpoint(tmp_path, synthetic_root) -
     from PIL import Image
 
     from segfpn.cli import run_cli
-    from tests.test_cli import tiny_args
+    from tests.test_cli import only_run, tiny_args
 
     data = tmp_path / "ADEChallengeData2016"
     shutil.copytree(synthetic_root, data)
@@ -133,7 +133,7 @@ def test_nan_score_never_selects_the_best_checkpoint(tmp_path, synthetic_root) -
     assert any("no labelled pixel in the evaluation set" in m for m in messages)
     assert any("val/mIoU is NaN" in m and "not considered for best.ckpt" in m for m in messages)
     assert math.isnan(float(cli.trainer.callback_metrics["val/mIoU"]))
-    checkpoints = tmp_path / "run" / "checkpoints"
+    checkpoints = only_run(tmp_path / "run") / "checkpoints"
     assert (checkpoints / "last.ckpt").is_file()
     assert not (checkpoints / "best.ckpt").exists() and not list(checkpoints.glob("step*.ckpt"))
     assert cli.trainer.checkpoint_callback.best_model_path == ""

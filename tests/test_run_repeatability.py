@@ -13,11 +13,11 @@ import torch
 
 import segfpn.cli as cli_module
 from segfpn.cli import run_cli
-from tests.test_cli import tiny_args
+from tests.test_cli import only_run, tiny_args
 
 
 def _train_losses(root: Path) -> list[float]:
-    rows = csv.DictReader(open(next(root.glob("version_*/metrics.csv"))))
+    rows = csv.DictReader(open(next(only_run(root).glob("version_*/metrics.csv"))))
     return [float(r["train/loss"]) for r in rows if r["train/loss"]]
 
 
@@ -33,14 +33,13 @@ def test_same_seed_same_training_without_workers(tmp_path: Path, synthetic_root:
 class _LastStepAtEpochStart(L.Callback):
     """global_step and epoch held by last.ckpt when each training epoch starts."""
 
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
+    def __init__(self) -> None:
         self.seen: list[tuple[int, int]] = []
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        last = self.folder / "last.ckpt"
+        last = Path(trainer.checkpoint_callback.dirpath) / "last.ckpt"
         if last.is_file():
-            ckpt = torch.load(last, map_location="cpu", weights_only=False)
+            ckpt = torch.load(last, map_location="cpu", weights_only=True)
             self.seen.append((ckpt["global_step"], ckpt["epoch"]))
 
 
@@ -49,7 +48,7 @@ def test_last_checkpoint_follows_training_when_the_score_does_not_improve(
     tmp_path: Path, synthetic_root: Path, monkeypatch: pytest.MonkeyPatch, check_val_every_n_epoch: int
 ) -> None:
     # monitoring "step" with mode=min makes every validation after the first one worse than the best
-    recorder = _LastStepAtEpochStart(tmp_path / "checkpoints")
+    recorder = _LastStepAtEpochStart()
     original = cli_module.SegFPNCLI.instantiate_trainer
     monkeypatch.setattr(
         cli_module.SegFPNCLI, "instantiate_trainer", lambda self, **kw: original(self, callbacks=[recorder], **kw)
@@ -69,6 +68,7 @@ def test_last_checkpoint_follows_training_when_the_score_does_not_improve(
     # one step per epoch: after epoch e (0-based) with a validation, last.ckpt holds step e + 1 and epoch e
     expected = [(e + 1, e) for e in range(8 - 1) if (e + 1) % every == 0]
     assert list(dict.fromkeys(recorder.seen)) == expected
-    assert len({p.name for p in (tmp_path / "checkpoints").glob("step*.ckpt")}) == 1  # the best stayed the first
-    final = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    checkpoints = only_run(tmp_path) / "checkpoints"
+    assert len({p.name for p in checkpoints.glob("step*.ckpt")}) == 1  # the best stayed the first
+    final = torch.load(checkpoints / "last.ckpt", weights_only=True)
     assert (final["global_step"], final["epoch"]) == (8, 7)
