@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from segfpn.errors import CheckpointError, DataError
 from segfpn.models.segmentation_model import SegmentationModel
 
 # (blocks per layer, bottleneck) -> depth of mmseg's ResNet / timm's resnet.
@@ -89,13 +90,13 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     """The state dict, the meta data and the layout (``mmseg-0.x``/``mmseg-1.x``/bare) of a checkpoint file."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+        raise DataError(f"checkpoint {str(path)!r} does not exist")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_tolerant_pickle)
     except Exception as err:
-        raise ValueError(f"checkpoint {str(path)!r}: not a readable torch file ({err})") from err
+        raise CheckpointError(f"checkpoint {str(path)!r}: not a readable torch file ({err})") from err
     if not isinstance(obj, dict):
-        raise ValueError(f"checkpoint {str(path)!r}: expected a dict, found {type(obj).__name__}")
+        raise CheckpointError(f"checkpoint {str(path)!r}: expected a dict, found {type(obj).__name__}")
     if isinstance(obj.get("state_dict"), dict):
         meta = obj.get("meta") or {}
         state = obj["state_dict"]
@@ -103,7 +104,7 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         return state, meta, "mmseg-1.x" if is_1x else "mmseg-0.x"
     if all(isinstance(v, torch.Tensor) for v in obj.values()):
         return obj, {}, "mmseg (bare state dict)"
-    raise ValueError(
+    raise CheckpointError(
         f"checkpoint {str(path)!r}: no 'state_dict' entry and not a bare state dict (top-level keys: {list(obj)[:8]})"
     )
 
@@ -119,15 +120,16 @@ class _Placeholder:
 
 
 class _TolerantUnpickler(pickle.Unpickler):
+    """Builds only what torch's ``weights_only`` loader allows (tensors, storages, containers, plain types); any
+    other class, installed or not, becomes a :class:`_Placeholder`, so a downloaded file cannot run code."""
+
     def find_class(self, module: str, name: str) -> Any:
-        try:
-            return super().find_class(module, name)
-        except (ImportError, AttributeError):
-            return _Placeholder
+        return _SAFE_GLOBALS.get(f"{module}.{name}", _Placeholder)
 
 
-# mmengine checkpoints pickle training state (message_hub, schedulers) with mmengine's classes: reading the weights
-# must not need mmengine installed.
+# mmengine checkpoints pickle training state (message_hub, schedulers) with mmengine's classes, which
+# ``weights_only=True`` refuses: the weights must read without mmengine installed and without trusting the file.
+_SAFE_GLOBALS = torch._weights_only_unpickler._get_allowed_globals()
 _tolerant_pickle = types.SimpleNamespace(Unpickler=_TolerantUnpickler, load=pickle.load, __name__="tolerant_pickle")
 
 
@@ -138,7 +140,7 @@ def convert_state_dict(
     state = {k.removeprefix("module."): v for k, v in state.items()}
     backbone = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
     if not backbone:
-        raise ValueError(f"no 'backbone.*' keys: not an mmseg/PVTv2-Seg segmentor checkpoint (keys: {list(state)[:5]})")
+        raise CheckpointError(f"no 'backbone.*' keys: not an mmseg/PVTv2-Seg segmentor checkpoint (keys: {list(state)[:5]})")
     unmapped: dict[str, str] = {}
     notes: list[str] = []
     if "patch_embed1.proj.weight" in backbone:
@@ -147,7 +149,7 @@ def convert_state_dict(
     elif "layer1.0.conv1.weight" in backbone:
         backbone_name, mapped = _convert_resnet(backbone, meta or {}, notes)
     else:
-        raise ValueError(
+        raise CheckpointError(
             "unknown backbone layout: expected mmseg's ResNet ('backbone.layer1.0.conv1.weight') or the original "
             f"PVTv2 names ('backbone.patch_embed1.proj.weight'); found e.g. {list(backbone)[:5]}"
         )
@@ -173,7 +175,7 @@ def _check_against_model(conversion: Conversion) -> None:
         if k in own and own[k].shape != v.shape
     ]
     if mismatched:
-        raise ValueError(f"converted tensors do not fit {conversion.model_args}: {mismatched[:10]}")
+        raise CheckpointError(f"converted tensors do not fit {conversion.model_args}: {mismatched[:10]}")
     for k in [k for k in conversion.state_dict if k not in own]:
         conversion.unmapped[k] = "no such key in the segfpn model"
         del conversion.state_dict[k]
@@ -202,17 +204,17 @@ def _convert_resnet(
     bottleneck = "layer1.0.conv3.weight" in backbone
     depth = _RESNET_DEPTHS.get((blocks, bottleneck))
     if depth is None:
-        raise ValueError(f"ResNet with {blocks} blocks per layer (bottleneck={bottleneck}) has no timm equivalent")
+        raise CheckpointError(f"ResNet with {blocks} blocks per layer (bottleneck={bottleneck}) has no timm equivalent")
     deep_stem = "stem.0.weight" in backbone
     avg_down = "layer1.0.downsample.2.weight" in backbone  # AvgPool, conv, norm
     suffix = {(True, False): "c", (True, True): "d", (False, False): ""}.get((deep_stem, avg_down))
     if suffix is None:
-        raise ValueError("ResNet with avg_down but without the deep stem has no timm equivalent")
+        raise CheckpointError("ResNet with avg_down but without the deep stem has no timm equivalent")
     config = _config_text(meta)
     if "style='caffe'" in config or 'style="caffe"' in config:
-        raise ValueError("caffe-style ResNet (stride on the 1x1 conv) has no timm equivalent")
+        raise CheckpointError("caffe-style ResNet (stride on the 1x1 conv) has no timm equivalent")
     if any(f"dilations=({d}" in config for d in "2468") or "dilations=(1, 1, 2" in config:
-        raise ValueError("dilated ResNet (dilations in the checkpoint's config) is not supported by timm's resnet")
+        raise CheckpointError("dilated ResNet (dilations in the checkpoint's config) is not supported by timm's resnet")
     name = f"resnet{depth}{suffix}"
     kind = {"c": "ResNetV1c (deep stem)", "d": "ResNetV1d (deep stem, avg_down)", "": "ResNet (ResNetV1b)"}[suffix]
     notes.append(f"backbone: mmseg {kind}, depth {depth} from blocks per layer {blocks} -> timm {name}")
@@ -235,7 +237,7 @@ def _convert_pvt_v2(backbone: dict[str, torch.Tensor], notes: list[str]) -> tupl
     linear = "block4.0.attn.sr.weight" in backbone  # stage 4 has spatial reduction only in linear attention
     name = _PVT_V2_VARIANTS.get((depths, width, linear))
     if name is None:
-        raise ValueError(f"PVTv2 with blocks per stage {depths}, width {width}, linear={linear}: no timm pvt_v2")
+        raise CheckpointError(f"PVTv2 with blocks per stage {depths}, width {width}, linear={linear}: no timm pvt_v2")
     notes.append(f"backbone: PVTv2 with blocks per stage {depths}, width {width} -> timm {name}")
     return name, checkpoint_filter_fn(backbone, None)
 
@@ -264,9 +266,9 @@ def _convert_neck_and_head(
         elif k.startswith(("neck.", "decode_head.")):
             unmapped[k] = "not a Semantic FPN neck/head tensor segfpn has"
     if "head.classifier.weight" not in out or "neck.lateral_convs.0.weight" not in out:
-        raise ValueError("no 'decode_head.conv_seg.weight' or 'neck.lateral_convs.0.conv.weight': not a Semantic FPN")
+        raise CheckpointError("no 'decode_head.conv_seg.weight' or 'neck.lateral_convs.0.conv.weight': not a Semantic FPN")
     if norm is None:
-        raise ValueError("the FPNHead's scale heads have no norm layer (bn/gn): segfpn's head always has one")
+        raise CheckpointError("the FPNHead's scale heads have no norm layer (bn/gn): segfpn's head always has one")
     num_classes, head_channels = out["head.classifier.weight"].shape[:2]
     fpn_channels = out["neck.lateral_convs.0.weight"].shape[0]
     notes.append(

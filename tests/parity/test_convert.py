@@ -342,3 +342,17 @@ def test_pvtv2_seg_layout_converts_through_timm_filter(
         )
         assert diff <= 1e-5 * max(1.0, reference.abs().max().item())
         assert agreement > 0.9999
+
+
+def test_reading_a_checkpoint_runs_no_code_from_it(tmp_path: Path) -> None:
+    """A pickled call to an installed function (here os.remove) becomes a placeholder, it is not called."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("still here")
+
+    class Payload:
+        def __reduce__(self) -> tuple:
+            return os.remove, (str(victim),)
+
+    torch.save({"meta": {"evil": Payload()}, "state_dict": {"w": torch.ones(2)}}, tmp_path / "evil.pth")
+    state, _, _ = read_checkpoint(tmp_path / "evil.pth")
+    assert victim.read_text() == "still here" and torch.equal(state["w"], torch.ones(2))
