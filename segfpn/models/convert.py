@@ -140,7 +140,9 @@ def convert_state_dict(
     state = {k.removeprefix("module."): v for k, v in state.items()}
     backbone = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
     if not backbone:
-        raise CheckpointError(f"no 'backbone.*' keys: not an mmseg/PVTv2-Seg segmentor checkpoint (keys: {list(state)[:5]})")
+        raise CheckpointError(
+            f"no 'backbone.*' keys: not an mmseg/PVTv2-Seg segmentor checkpoint (keys: {list(state)[:5]})"
+        )
     unmapped: dict[str, str] = {}
     notes: list[str] = []
     if "patch_embed1.proj.weight" in backbone:
@@ -266,7 +268,9 @@ def _convert_neck_and_head(
         elif k.startswith(("neck.", "decode_head.")):
             unmapped[k] = "not a Semantic FPN neck/head tensor segfpn has"
     if "head.classifier.weight" not in out or "neck.lateral_convs.0.weight" not in out:
-        raise CheckpointError("no 'decode_head.conv_seg.weight' or 'neck.lateral_convs.0.conv.weight': not a Semantic FPN")
+        raise CheckpointError(
+            "no 'decode_head.conv_seg.weight' or 'neck.lateral_convs.0.conv.weight': not a Semantic FPN"
+        )
     if norm is None:
         raise CheckpointError("the FPNHead's scale heads have no norm layer (bn/gn): segfpn's head always has one")
     num_classes, head_channels = out["head.classifier.weight"].shape[:2]
