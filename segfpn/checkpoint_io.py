@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -25,28 +25,35 @@ def _temp_beside(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
-def atomic_save(checkpoint: dict[str, Any], path: str | Path) -> None:
-    """``torch.save`` to a temp file in the same folder, fsync, rename: ``path`` is the old or the new file."""
-    path = Path(path)
+def _replace_atomically(path: Path, write: Callable[[Path], None]) -> None:
+    """``write`` a temp file beside ``path``, then rename it over ``path``: ``path`` is the old or the new file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = _temp_beside(path)
+    temp.unlink(missing_ok=True)
     try:
-        with open(temp, "wb") as f:
-            torch.save(checkpoint, f)
-            f.flush()
-            os.fsync(f.fileno())
+        write(temp)
         os.replace(temp, path)
     finally:
         temp.unlink(missing_ok=True)
     _fsync_dir(path.parent)
 
 
+def atomic_save(checkpoint: dict[str, Any], path: str | Path) -> None:
+    """``torch.save`` to a temp file in the same folder, fsync, rename: ``path`` is the old or the new file."""
+
+    def save(temp: Path) -> None:
+        with open(temp, "wb") as f:
+            torch.save(checkpoint, f)
+            f.flush()
+            os.fsync(f.fileno())
+
+    _replace_atomically(Path(path), save)
+
+
 def atomic_link(source: str | Path, target: str | Path) -> None:
     """Make ``target`` the same file as ``source`` (hard link, a copy where links are not supported), atomically."""
-    source, target = Path(source), Path(target)
-    temp = _temp_beside(target)
-    temp.unlink(missing_ok=True)
-    try:
+
+    def link_or_copy(temp: Path) -> None:
         try:
             os.link(source, temp)
         except OSError:
@@ -55,10 +62,8 @@ def atomic_link(source: str | Path, target: str | Path) -> None:
                     dst.write(chunk)
                 dst.flush()
                 os.fsync(dst.fileno())
-        os.replace(temp, target)
-    finally:
-        temp.unlink(missing_ok=True)
-    _fsync_dir(target.parent)
+
+    _replace_atomically(Path(target), link_or_copy)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
