@@ -271,8 +271,6 @@ def apply_checkpoint_architecture(config: Namespace, ckpt: Path, given: set[str]
     architecture option the user did not set takes the checkpoint's value; one set (config file or command line)
     to another value than the checkpoint's is an error naming each. Other model options (loss, optimiser,
     inference...) are the user's."""
-    if not ckpt.is_file():
-        raise CheckpointError(f"--ckpt_path {str(ckpt)!r}: no such file")
     try:
         hparams = torch.load(ckpt, map_location="cpu", mmap=True, weights_only=True).get("hyper_parameters", {})
     except Exception as error:  # noqa: BLE001 - any failure to read is reported with the file name

@@ -90,8 +90,13 @@ class GracefulStop(L.Callback):
         for signum in self._previous:
             signal.signal(signum, self._on_signal)
 
+    def on_sanity_check_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Lightning registers its own SIGTERM handler (a collective inside the handler) after the callbacks' setup
+        # and before the sanity check: ours replaces it again here and at the train start
+        self._install()
+
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._install()  # Lightning replaced the SIGTERM handler after setup
+        self._install()
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         self._restore()
@@ -123,6 +128,11 @@ class GracefulStop(L.Callback):
         trainer.save_checkpoint(path)
         self.saved = path if requeue else None
         trainer.should_stop = True
+        # a SIGTERM that reached Lightning's handler before ours was reinstalled would make Lightning raise after
+        # the stop (exit 0 instead of 143): this stop is the answer to it
+        connector = getattr(trainer, "_signal_connector", None)
+        if connector is not None:
+            connector.received_sigterm = False
 
     @property
     def exit_code(self) -> int:
@@ -169,6 +179,11 @@ def recording_stop_signals() -> Iterator[None]:
         for s, handler in previous.items():
             signal.signal(s, handler)
         _recorded = None
+
+
+def stopped_by_signal(callbacks: list[L.Callback]) -> bool:
+    """Whether a GracefulStop among these callbacks ended the run early (SIGTERM, SIGINT or a Slurm pre-emption)."""
+    return any(c.stopped_by is not None for c in callbacks if isinstance(c, GracefulStop))
 
 
 def stop_exit_code(callbacks: list[L.Callback]) -> int:

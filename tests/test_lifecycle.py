@@ -332,3 +332,21 @@ def test_a_requeued_slurm_job_finds_its_run_folder_and_takes_its_lock_over(
     (run / runs.LOCK_FILE).write_text(json.dumps({"pid": 1, "host": "node-of-job-4242", "slurm_job": "4242"}))
     with pytest.raises(runs.RunFolderBusyError, match="in use by process 1 on 'node-of-job-4242'"):
         run_cli(["fit", *args, "--run_name=slurm-4242"])
+
+
+@pytest.mark.slow
+def test_a_stopped_experiment_variant_is_not_recorded_as_done(tmp_path: Path, synthetic_root: Path) -> None:
+    """SIGTERM during `segfpn experiment`: the variant is saved and left unfinished (no validation, no final.json),
+    the command exits 143 instead of going on to the next variant."""
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(f"name: tiny\nbase: {REPO / 'configs' / 'demo.yaml'}\nvariants:\n  a: {{}}\n  b: {{}}\n")
+    extra = [a for a in tiny_args(tmp_path, synthetic_root, max_steps=200) if "default_root_dir" not in a]
+    extra.append("--data.embedded=false")  # the generated data_root of tiny_args, not the demo's embedded data
+    process = segfpn_process(["experiment", str(spec), "--out", str(tmp_path / "out"), "--no-cost", *extra])
+    wait_for(lambda: b"run folder:" in process.stdout.readline(), "variant a's run folder", process)
+    process.send_signal(signal.SIGTERM)
+    output = process.communicate(timeout=300)[0].decode()
+    assert process.returncode == 143, output
+    variant = tmp_path / "out" / "tiny" / "a"
+    assert list(variant.glob("checkpoints/stop-step*.ckpt")), output
+    assert not (variant / "results" / "final.json").exists() and not (tmp_path / "out" / "tiny" / "b").exists()

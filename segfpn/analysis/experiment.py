@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from segfpn.errors import ConfigError, DataError
+from segfpn.preemption import stop_exit_code, stopped_by_signal
 
 
 @dataclass
@@ -105,7 +106,10 @@ def run_experiment(
             continue
         print(f"[{i}/{len(names)}] {variant}: training in {root}", flush=True)
         args = experiment.variant_args(variant, root) + list(extra_args or [])
-        run_cli(["fit", *args, "--ckpt_path=last"])  # an interrupted variant resumes
+        fit = run_cli(["fit", *args, "--ckpt_path=last"])  # an interrupted variant resumes
+        if stopped_by_signal(fit.trainer.callbacks):
+            # SIGTERM/SIGINT or a Slurm pre-emption: the variant is not finished; no validation, no final.json
+            raise SystemExit(stop_exit_code(fit.trainer.callbacks))
         best = "best" if (root / "checkpoints" / "best.ckpt").is_file() else "last"  # no validation ran: last
         run_cli(["validate", *args, f"--ckpt_path={best}"])
         final = final_results(root)

@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from segfpn.analysis.convert import save_converted, validate_command
+from segfpn.errors import CheckpointError
 from segfpn.models.convert import convert_state_dict, read_checkpoint
 
 
@@ -20,7 +21,7 @@ def main(argv: list[str] | None = None) -> None:
     conversion = convert_state_dict(state, meta, layout)
     print(conversion.report())
     if args.strict and (conversion.unmapped or conversion.unfilled):
-        raise SystemExit(
+        raise CheckpointError(
             f"--strict: {len(conversion.unmapped)} source keys not mapped, {len(conversion.unfilled)} model keys "
             "not filled (listed above); nothing written"
         )

@@ -43,7 +43,7 @@ def stride_indices(name: str, feature_info: Sequence[dict], strides: Sequence[in
         for level in feature_info:
             first.setdefault(int(level["reduction"]), level["module"])
         has = ", ".join(f"{s} ({module})" for s, module in first.items())
-        raise ValueError(
+        raise ConfigError(
             f"backbone_name={name!r} has no feature level of stride {'/'.join(map(str, missing))}: the FPN needs "
             f"strides {'/'.join(map(str, strides))}; timm's feature_info of {name!r} has strides {has}"
             + (" (a single-scale model such as a plain ViT does not fit)" if len(found) == 1 else "")

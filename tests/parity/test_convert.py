@@ -244,11 +244,14 @@ def test_real_cli_validates_a_converted_checkpoint(
     assert "val/mIoU" in result.stdout + result.stderr
 
 
-def test_strict_refuses_a_partial_conversion(mmseg_r50: tuple[nn.Module, str], tmp_path: Path) -> None:
+def test_strict_refuses_a_partial_conversion(
+    mmseg_r50: tuple[nn.Module, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     state = {k: v for k, v in mmseg_r50[0].state_dict().items() if not k.startswith("decode_head.scale_heads.3.")}
     torch.save({"state_dict": state, "meta": {}}, tmp_path / "partial.pth")
-    with pytest.raises(SystemExit, match="model keys not filled"):
+    with pytest.raises(SystemExit) as stop:
         segfpn_main(["convert", str(tmp_path / "partial.pth"), "--out", str(tmp_path / "p.ckpt"), "--strict"])
+    assert stop.value.code == 2 and "model keys not filled" in capsys.readouterr().err
     assert not (tmp_path / "p.ckpt").exists()
 
 
