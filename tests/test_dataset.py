@@ -251,3 +251,32 @@ def test_same_stem_as_jpg_and_png_names_both_files(tiny_root: Path) -> None:
     Image.open(image).save(image.with_suffix(".png"))
     with pytest.raises(FileNotFoundError, match=r"two files for sample 'ADE_training_00000000': .*\.jpg' and .*\.png'"):
         ADE20KDataset(tiny_root, "training")
+
+
+def test_embedded_data_never_overwrites_a_dataset_it_did_not_generate(samples_root: Path, tmp_path: Path) -> None:
+    """data.embedded=true with data_root pointing at real data: refused with a named error, nothing deleted."""
+    import shutil
+
+    from segfpn.datasets.synthetic import generate_dataset
+    from segfpn.errors import DataError
+
+    real = tmp_path / "ADEChallengeData2016"
+    shutil.copytree(samples_root, real)
+    before = sorted(p.relative_to(real) for p in real.rglob("*") if p.is_file())
+    with pytest.raises(DataError, match="holds images that segfpn did not generate"):
+        generate_dataset(real, num_train=2, num_val=1, progress=False)
+    assert sorted(p.relative_to(real) for p in real.rglob("*") if p.is_file()) == before
+    # a generated folder is regenerated with other settings as before
+    generated = generate_dataset(tmp_path / "gen", num_train=2, num_val=1, size_range=(64, 80), progress=False)
+    assert (
+        len(
+            list(
+                (
+                    generate_dataset(generated, num_train=3, num_val=1, size_range=(64, 80), progress=False)
+                    / "images"
+                    / "training"
+                ).glob("*.jpg")
+            )
+        )
+        == 3
+    )

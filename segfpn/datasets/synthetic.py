@@ -14,6 +14,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from segfpn.datasets.ade20k_classes import ADE20K_PALETTE
+from segfpn.errors import DataError
 
 # ADE20K annotation values (1-based) used by the generator, grouped by role.
 SKY, WALL, BUILDING, FLOOR, TREE, ROAD, GRASS, PERSON, CAR, WATER = 3, 1, 2, 4, 5, 7, 10, 13, 21, 22
@@ -74,12 +75,21 @@ def generate_dataset(
     size_range: tuple[int, int] = (160, 256),
     progress: bool = True,
 ) -> Path:
-    """Write the dataset under ``root`` (the ``ADEChallengeData2016`` folder); skipped if already complete."""
+    """Write the dataset under ``root`` (the ``ADEChallengeData2016`` folder); skipped if already complete.
+    A folder with images that this generator did not write (no marker file) is refused, never overwritten."""
     root = Path(root)
     marker = root / _DONE_MARKER
     signature = f"{num_train} {num_val} {seed} {size_range[0]} {size_range[1]}"
     if marker.is_file() and marker.read_text() == signature:
         return root
+    if not marker.is_file() and any(root.glob("images/*/*")):
+        raise DataError(
+            f"data_root {str(root)!r} holds images that segfpn did not generate (no {_DONE_MARKER} file): refusing to "
+            "write the embedded dataset there, which would delete them",
+            hint="set data.embedded=false to train on this folder, or choose an empty data_root for the embedded data",
+        )
+    root.mkdir(parents=True, exist_ok=True)
+    marker.write_text("incomplete")  # ours from now on: an interrupted generation is redone, not refused
     for split, count, offset in (("training", num_train, 0), ("validation", num_val, 1_000_000)):
         for kind in ("images", "annotations"):
             folder = root / kind / split
