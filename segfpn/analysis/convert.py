@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
 import lightning
-import torch
 import yaml
 
-from segfpn.inference import InferenceConfig
+from segfpn.checkpoint_io import atomic_save
 from segfpn.models.convert import Conversion
 
 # The evaluation protocol of the code behind each layout's published numbers.
@@ -44,7 +42,7 @@ def save_converted(conversion: Conversion, ckpt_path: str | Path, source: str | 
             "unfilled": conversion.unfilled,
         },
     }
-    torch.save(checkpoint, ckpt_path)
+    atomic_save(checkpoint, ckpt_path)
     config_path = ckpt_path.with_suffix(".yaml")
     config_path.write_text(_config_yaml(conversion, ckpt_path, source))
     return ckpt_path, config_path
@@ -62,7 +60,7 @@ def _config_yaml(conversion: Conversion, ckpt_path: Path, source: str | Path) ->
     model["pretrained"] = False
     inference: dict[str, Any] = {"mode": "whole", "test_scale": [2048, 512], "scales": [1.0], "flip": False}
     protocol = PROTOCOLS.get(conversion.layout)
-    if "protocol" in {f.name for f in dataclasses.fields(InferenceConfig)} and protocol:
+    if protocol:
         inference["protocol"] = protocol
     model["inference"] = inference
     config = {
