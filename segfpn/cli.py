@@ -24,6 +24,7 @@ from segfpn.callbacks import BestAndLastCheckpoint, GradientMonitor, PredictionW
 from segfpn.checkpoint_file import check_checkpoint_file
 from segfpn.checkpoint_io import AtomicCheckpointIO, newest_good_checkpoint
 from segfpn.datasets.datamodule import ADE20KDataModule
+from segfpn.datasets.info import DatasetInfo
 from segfpn.errors import CheckpointError, ConfigError, debug_requested, handle_errors
 from segfpn.models.segmentation_model import SegmentationModel
 from segfpn.module import SegmentationModule
@@ -84,6 +85,9 @@ class SegFPNCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+        parser.link_arguments(
+            "data.dataset_info", "model.dataset_info", compute_fn=DatasetInfo.as_dict, apply_on="instantiate"
+        )
         parser.add_lightning_class_args(BestAndLastCheckpoint, "checkpoint")
         parser.add_lightning_class_args(GradientMonitor, "grad_monitor")
         parser.add_lightning_class_args(WandbMedia, "wandb_media")

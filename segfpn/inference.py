@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segfpn.datasets.ade20k import IMAGENET_MEAN, IMAGENET_STD
+from segfpn.constants import IMAGENET_MEAN, IMAGENET_STD
 from segfpn.datasets.transforms import align_size, eval_size, resize_image
 from segfpn.errors import ConfigError
 

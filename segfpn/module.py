@@ -10,7 +10,8 @@ import lightning as L
 import torch
 from torchmetrics import MeanMetric
 
-from segfpn.datasets.ade20k import IGNORE_INDEX, NUM_CLASSES
+from segfpn.datasets.ade20k import NUM_CLASSES
+from segfpn.datasets.info import DatasetInfo
 from segfpn.errors import ConfigError
 from segfpn.inference import InferenceConfig, predict_logits
 from segfpn.losses import CombinedLoss, CrossEntropyLoss
@@ -42,6 +43,8 @@ class SegmentationModule(L.LightningModule):
         channels_last, compile: memory format and ``torch.compile`` of the model.
         inference: evaluation mode (see :class:`segfpn.inference.InferenceConfig`).
         boundary_iou: also compute Boundary IoU during validation/test.
+        dataset_info: the data's :class:`~segfpn.datasets.info.DatasetInfo` as a dict (linked from the
+            DataModule by the CLI, kept in checkpoints); default: generic names for ``num_classes`` classes.
     """
 
     def __init__(
@@ -85,6 +88,7 @@ class SegmentationModule(L.LightningModule):
         compile: bool = False,
         inference: InferenceConfig | None = None,
         boundary_iou: bool = False,
+        dataset_info: dict | None = None,
     ) -> None:
         super().__init__()
         _check_positive(lr=lr, poly_power=poly_power)
@@ -111,6 +115,12 @@ class SegmentationModule(L.LightningModule):
         # evaluation: the mean over labelled pixels, so that weighting batches by their labelled pixels is exact
         self.eval_criterion = CrossEntropyLoss(avg_non_ignore=True)
         self.inference = inference or InferenceConfig()
+        self.dataset_info = DatasetInfo.from_dict(dataset_info) if dataset_info else DatasetInfo.generic(num_classes)
+        if self.dataset_info.num_classes != num_classes:
+            raise ConfigError(
+                f"model.num_classes={num_classes} but dataset {self.dataset_info.name!r} has "
+                f"{self.dataset_info.num_classes} classes"
+            )
         self.val_metrics = SegmentationMetrics(num_classes)
         self.test_metrics = SegmentationMetrics(num_classes)
         # evaluation CE as sum over labelled pixels / their count, synchronised like the confusion matrix
@@ -177,7 +187,7 @@ class SegmentationModule(L.LightningModule):
         logits = predict_logits(self, images, self.inference, self.hparams.num_classes)
         # plain cross-entropy whatever the training loss: cheap at full resolution, comparable across runs;
         # weighted by the labelled pixels so that the evaluation set's mean does not depend on the batching
-        labelled = (masks != IGNORE_INDEX).sum()
+        labelled = (masks != self.dataset_info.ignore_index).sum()
         loss.update(self.eval_criterion(logits, masks).detach(), weight=labelled)
         metrics.update(logits, masks)
         if boundary is not None:

@@ -1,15 +1,11 @@
 """ADE20K data: dataset, albumentations recipe, DataModule, class statistics, embedded demo data."""
 
-from segfpn.datasets.ade20k import (
-    IGNORE_INDEX,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    NUM_CLASSES,
-    ADE20KDataset,
-    CorruptSampleError,
-)
+from segfpn.constants import IMAGENET_MEAN, IMAGENET_STD
+from segfpn.datasets.ade20k import ADE20K_INFO, IGNORE_INDEX, NUM_CLASSES, ADE20KDataset
 from segfpn.datasets.ade20k_classes import ADE20K_CLASSES, ADE20K_PALETTE
+from segfpn.datasets.base import CorruptSampleError, SegmentationDataset
 from segfpn.datasets.datamodule import ADE20KDataModule
+from segfpn.datasets.info import DatasetInfo
 from segfpn.datasets.sampling import RepeatFactorSampler, class_weights, repeat_factors
 from segfpn.datasets.synthetic import generate_dataset
 from segfpn.datasets.transforms import train_transform, val_transform
@@ -18,6 +14,9 @@ __all__ = [
     "ADE20KDataModule",
     "ADE20KDataset",
     "ADE20K_CLASSES",
+    "ADE20K_INFO",
+    "DatasetInfo",
+    "SegmentationDataset",
     "ADE20K_PALETTE",
     "CorruptSampleError",
     "IGNORE_INDEX",

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from segfpn.datasets.ade20k import NUM_CLASSES, ADE20KDataset
+from segfpn.datasets.ade20k import ADE20K_INFO, ADE20KDataset
 from segfpn.datasets.class_stats import compute_class_stats
 from segfpn.datasets.collate import pad_collate
 from segfpn.datasets.image_folder import ImageFolder, collate_with_paths
@@ -98,7 +98,8 @@ class ADE20KDataModule(L.LightningDataModule):
             raise ConfigError(f"data.sampler must be 'random' or 'repeat_factor', got {sampler!r}")
         self.save_hyperparameters()
         self.data_root = Path(data_root or "data/embedded_ade20k")
-        self.num_classes = NUM_CLASSES
+        self.dataset_info = ADE20K_INFO
+        self.num_classes = self.dataset_info.num_classes
         self.datasets: dict[str, Dataset] = {}
 
     def prepare_data(self) -> None:

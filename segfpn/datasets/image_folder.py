@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from segfpn.datasets.ade20k import load_image
+from segfpn.datasets.base import load_image
 from segfpn.datasets.transforms import val_transform
 from segfpn.errors import ConfigError, DataError
 

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 from albumentations.pytorch import ToTensorV2
 
-from segfpn.datasets.ade20k import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
+from segfpn.constants import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
 
 
 class RandomRescale(A.DualTransform):
@@ -199,11 +199,9 @@ def resize_image(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(img, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
 
 
-def normalize() -> A.Normalize:
-    """ImageNet mean/std normalisation on the 0..255 scale."""
-    return A.Normalize(
-        mean=[m / 255 for m in IMAGENET_MEAN], std=[s / 255 for s in IMAGENET_STD], max_pixel_value=255.0
-    )
+def normalize(mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD) -> A.Normalize:
+    """Mean/std normalisation; ``mean``/``std`` on the 0..255 scale."""
+    return A.Normalize(mean=[m / 255 for m in mean], std=[s / 255 for s in std], max_pixel_value=255.0)
 
 
 def train_transform(
@@ -212,19 +210,23 @@ def train_transform(
     ratio_range: tuple[float, float] = (0.5, 2.0),
     cat_max_ratio: float = 0.75,
     photometric: bool = True,
+    mean: tuple[float, ...] = IMAGENET_MEAN,
+    std: tuple[float, ...] = IMAGENET_STD,
+    ignore_index: int = IGNORE_INDEX,
 ) -> A.Compose:
-    """The Semantic FPN ADE20K training pipeline; image padded with 0 and mask with 255 to ``crop_size``."""
+    """The Semantic FPN training pipeline (mmseg's); image padded with 0 and mask with ``ignore_index`` to
+    ``crop_size``; ``mean``/``std`` on the 0..255 scale."""
     ch, cw = (crop_size, crop_size) if isinstance(crop_size, int) else tuple(crop_size)
     steps: list[A.BasicTransform] = [
         RandomRescale(scale, ratio_range),
-        CatMaxRatioCrop(ch, cw, cat_max_ratio),
+        CatMaxRatioCrop(ch, cw, cat_max_ratio, ignore_index),
         A.HorizontalFlip(p=0.5),
     ]
     if photometric:
         steps.append(PhotoMetricDistortion())
     steps += [
-        normalize(),
-        A.PadIfNeeded(ch, cw, position="top_left", border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=IGNORE_INDEX),
+        normalize(mean, std),
+        A.PadIfNeeded(ch, cw, position="top_left", border_mode=cv2.BORDER_CONSTANT, fill=0, fill_mask=ignore_index),
         ToTensorV2(),
     ]
     return A.Compose(steps)
@@ -234,10 +236,13 @@ class Standardize(A.ImageOnlyTransform):
     """``(img - mean) / std`` in float32, per channel on the 0..255 scale: the arithmetic of mmseg's
     ``SegDataPreProcessor``, to the bit (albumentations' ``Normalize`` multiplies by ``1/std``, up to 1e-6 apart)."""
 
-    def __init__(self, p: float = 1.0) -> None:
+    def __init__(
+        self, mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD, p: float = 1.0
+    ) -> None:
         super().__init__(p=p)
+        self.mean, self.std = tuple(mean), tuple(std)
         values = np.arange(256, dtype=np.float32)[:, None]
-        mean, std = np.asarray(IMAGENET_MEAN, np.float32), np.asarray(IMAGENET_STD, np.float32)
+        mean, std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
         # the same float32 numbers as the arithmetic on every pixel, looked up per channel: 7x faster
         self.table = ((values - mean) / std).reshape(256, 1, 3)
 
@@ -247,11 +252,11 @@ class Standardize(A.ImageOnlyTransform):
         return cv2.LUT(img, self.table)
 
     def get_transform_init_args_names(self) -> tuple[str, ...]:
-        return ()
+        return ("mean", "std")
 
 
-def val_transform() -> A.Compose:
+def val_transform(mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD) -> A.Compose:
     """Evaluation transform: the image at its own size, normalised. The inference step does the test-time resize
     (on the 8-bit pixels, :func:`eval_size` and :func:`resize_image`, as mmcv does), so masks stay at the
     annotation's resolution and multi-scale testing resizes the original image once per scale."""
-    return A.Compose([Standardize(), ToTensorV2()])
+    return A.Compose([Standardize(mean, std), ToTensorV2()])

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from segfpn.datasets.ade20k import IMAGENET_MEAN, IMAGENET_STD
+from segfpn.constants import IMAGENET_MEAN, IMAGENET_STD
 from segfpn.datasets.ade20k_classes import ADE20K_CLASSES, ADE20K_PALETTE
 from segfpn.metrics import to_labels
 
