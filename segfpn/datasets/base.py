@@ -174,6 +174,10 @@ class SegmentationDataset(Dataset):
                 )
         return ann
 
+    def load_labels(self, index: int) -> np.ndarray:
+        """Train ids (uint8 ``[H, W]``) of sample ``index``'s annotation alone (no image read): class statistics."""
+        return self.info.map_labels(self.read_annotation(self.pairs[index][1]))
+
     def load_pair(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Raw RGB uint8 image and train-id mask of sample ``index``, checked for consistency."""
         img_path, ann_path = self.pairs[index]
