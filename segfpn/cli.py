@@ -42,6 +42,7 @@ TOOLS = {
     "report": "segfpn.commands.report:main",
     "convert": "segfpn.commands.convert:main",
     "plot-curves": "segfpn.commands.plot_curves:main",
+    "browse-data": "segfpn.commands.browse_data:main",
 }
 
 
