@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from segfpn.errors import DataError
@@ -171,10 +172,9 @@ def read_curves(run_dir: Path, source: str = "auto") -> tuple[str, Curves]:
     return source, READERS[source](logs[source])
 
 
-def plot_curves(curves: Curves, out_dir: Path, run_name: str, source: str) -> list[Path]:
-    """One PNG per panel of :data:`PANELS` that has data (loss, learning rate, validation scores)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
+def curve_figures(curves: Curves, run_name: str, source: str) -> dict[str, Figure]:
+    """File name -> figure, one per panel of :data:`PANELS` that has data (loss, learning rate, val scores)."""
+    figures = {}
     for filename, title, ylabel, metrics in PANELS:
         present = [m for m in metrics if curves.get(m)]
         if not present:
@@ -193,11 +193,19 @@ def plot_curves(curves: Curves, out_dir: Path, run_name: str, source: str) -> li
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         fig.tight_layout()
-        path = out_dir / filename
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
-    if not written:
+        figures[filename] = fig
+    if not figures:
         wanted = ", ".join(m for panel in PANELS for m in panel[3])
         raise DataError(f"the {source} logs hold none of the plotted metrics ({wanted}); found: {', '.join(curves)}")
+    return figures
+
+
+def plot_curves(curves: Curves, out_dir: Path, run_name: str, source: str) -> list[Path]:
+    """The figures of :func:`curve_figures` as PNGs in ``out_dir``; returns their paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for filename, fig in curve_figures(curves, run_name, source).items():
+        fig.savefig(out_dir / filename, dpi=110)
+        plt.close(fig)
+        written.append(out_dir / filename)
     return written

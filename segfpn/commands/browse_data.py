@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import yaml
+from matplotlib.figure import Figure
 
 from segfpn.errors import ConfigError
 
@@ -55,10 +56,28 @@ def pick_indices(length: int, n: int, seed: int) -> list[int]:
     return torch.randperm(length, generator=torch.Generator().manual_seed(seed))[:n].tolist()
 
 
-def main(argv: list[str] | None = None) -> None:
+def sample_grid(datamodule: Any, split: str, n: int, seed: int) -> Figure:
+    """The grid figure of ``n`` samples of ``split`` as the DataModule delivers them (seeded augmentation)."""
     from segfpn.datasets.datamodule import seed_transform
     from segfpn.utils.label_figures import plot_sample_grid, to_rgb
 
+    datamodule.prepare_data()
+    datamodule.setup(SPLITS[split])
+    dataset = datamodule.datasets[split]
+    info = datamodule.dataset_info
+    seed_transform(dataset, seed)
+    samples = []
+    for index in pick_indices(len(dataset), n, seed):
+        image, mask = dataset[index]
+        name = Path(dataset.pairs[index][0]).name if hasattr(dataset, "pairs") else str(index)
+        caption = f"{name} ({image.shape[-2]}x{image.shape[-1]})"
+        samples.append((to_rgb(image, info), mask.numpy().astype(np.uint8), caption))
+    augmented = "augmented " if split == "train" else ""
+    title = f"{info.name} {split}: {len(samples)} {augmented}samples (image | mask, classes by pixel count)"
+    return plot_sample_grid(samples, info, title)
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="segfpn browse-data", description=__doc__)
     parser.add_argument("--config", "-c", type=Path, action="append", required=True, help="LightningCLI YAML")
     parser.add_argument("--split", choices=list(SPLITS), default="train")
@@ -71,24 +90,9 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"unrecognized arguments: {' '.join(unknown)} (only --data.KEY=VALUE options are passed on)")
     if args.n < 1:
         raise ConfigError(f"--n must be >= 1, got {args.n}")
-    datamodule = build_datamodule(args.config, overrides)
-    datamodule.prepare_data()
-    datamodule.setup(SPLITS[args.split])
-    dataset = datamodule.datasets[args.split]
-    info = datamodule.dataset_info
-    seed_transform(dataset, args.seed)
-    samples = []
-    for index in pick_indices(len(dataset), args.n, args.seed):
-        image, mask = dataset[index]
-        name = Path(dataset.pairs[index][0]).name if hasattr(dataset, "pairs") else str(index)
-        samples.append(
-            (to_rgb(image, info), mask.numpy().astype(np.uint8), f"{name} ({image.shape[-2]}x{image.shape[-1]})")
-        )
-    augmented = "augmented " if args.split == "train" else ""
-    title = f"{info.name} {args.split}: {len(samples)} {augmented}samples (image | mask, classes by pixel count)"
+    fig = sample_grid(build_datamodule(args.config, overrides), args.split, args.n, args.seed)
     out = args.out or Path("runs/browse_data") / f"{args.split}.png"
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig = plot_sample_grid(samples, info, title)
     fig.savefig(out, dpi=110)
     plt.close(fig)
     print(f"wrote {out}")
