@@ -54,12 +54,14 @@ class EvaluationFiles(L.Callback):
         self.written = [table, folder / f"{stem}-confusion.npy", folder / f"{stem}-confusion.png"]
         tensorboard = _tensorboard(trainer)
         if tensorboard is not None:
-            tensorboard.add_figure(f"{stage}/confusion_matrix", figure, global_step=trainer.global_step)
+            # the step Lightning gave the logger for this evaluation's scalars (global_step - 1 during fit)
+            step = trainer.fit_loop.epoch_loop._batches_that_stepped
+            tensorboard.add_figure(f"{stage}/confusion_matrix", figure, global_step=step)
             present = sorted((r for r in rows if r[2] != ""), key=lambda r: -float(r[2]))
             markdown = "| class | IoU | Acc | gt pixels |\n|---|---|---|---|\n" + "\n".join(
                 f"| {name} | {iou} | {acc} | {pixels} |" for _, name, iou, acc, pixels in present
             )
-            tensorboard.add_text(f"{stage}/per_class", markdown, global_step=trainer.global_step)
+            tensorboard.add_text(f"{stage}/per_class", markdown, global_step=step)
         plt.close(figure)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -169,7 +169,20 @@ def read_curves(run_dir: Path, source: str = "auto") -> tuple[str, Curves]:
     if source not in logs:
         found = ", ".join(logs) or "none"
         raise DataError(f"--source {source}: no {source} logs below {str(run_dir)!r}; found: {found}")
-    return source, READERS[source](logs[source])
+    return source, training_curves(logs[source], READERS[source])
+
+
+def training_curves(files: list[Path], reader: Callable[[list[Path]], Curves]) -> Curves:
+    """The curves of the log files that hold training metrics (``train/*``): a ``segfpn validate`` or ``test``
+    in the same run folder writes logs of its own, stepped from 0, that are not part of the training curves.
+    All files when none holds training metrics."""
+    per_file = [reader([path]) for path in files]
+    training = [c for c in per_file if any(k.startswith("train/") for k in c)] or per_file
+    merged: Curves = {}
+    for curves in training:
+        for metric, points in curves.items():
+            merged.setdefault(metric, []).extend(points)
+    return _finish(merged)
 
 
 def curve_figures(curves: Curves, run_name: str, source: str) -> dict[str, Figure]:
@@ -179,7 +192,7 @@ def curve_figures(curves: Curves, run_name: str, source: str) -> dict[str, Figur
         present = [m for m in metrics if curves.get(m)]
         if not present:
             continue
-        fig, ax = plt.subplots(figsize=(7, 4))
+        fig, ax = plt.subplots(figsize=(8, 4))
         for metric in present:
             steps, values = zip(*curves[metric])
             # sparse series (validations) get markers so that a single point is visible
@@ -191,7 +204,7 @@ def curve_figures(curves: Curves, run_name: str, source: str) -> dict[str, Figur
         if filename == "lr.png":
             ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         fig.tight_layout()
         figures[filename] = fig
     if not figures:
