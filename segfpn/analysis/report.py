@@ -139,7 +139,7 @@ def per_class_figure(
     names = tuple(class_names[i] for i in order)
     fig = plot_per_class_iou(iou[order], names, other=None if other is None else other[order], labels=labels)
     fig.axes[0].set_title(title)
-    fig.axes[0].set_xlabel("class (sorted by IoU)")
+    fig.axes[0].set_xlabel("class (sorted by IoU)" if other is None else f"class (sorted by {labels[0]}'s IoU)")
     return fig
 
 

@@ -70,7 +70,7 @@ def sample_grid(datamodule: Any, split: str, n: int, seed: int) -> Figure:
     for index in pick_indices(len(dataset), n, seed):
         image, mask = dataset[index]
         name = Path(dataset.pairs[index][0]).name if hasattr(dataset, "pairs") else str(index)
-        caption = f"{name} ({image.shape[-2]}x{image.shape[-1]})"
+        caption = f"{name} ({image.shape[-1]}x{image.shape[-2]} px)"
         samples.append((to_rgb(image, info), mask.numpy().astype(np.uint8), caption))
     augmented = "augmented " if split == "train" else ""
     title = f"{info.name} {split}: {len(samples)} {augmented}samples (image | mask, classes by pixel count)"

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from segfpn.datasets.info import DatasetInfo
 
@@ -54,12 +54,13 @@ def comparison_strip(
     panels.append(("prediction", blend(image, prediction, info, alpha)))
     strip = Image.fromarray(np.concatenate([p for _, p in panels], axis=1))
     draw = ImageDraw.Draw(strip)
-    width = image.shape[1]
+    height, width = image.shape[:2]
+    font = ImageFont.load_default(size=max(10, height // 28))  # readable on large images, small on thumbnails
     for i, (caption, _) in enumerate(panels):
         x, y = i * width + 3, 2
-        box = draw.textbbox((x, y), caption)
+        box = draw.textbbox((x, y), caption, font=font)
         draw.rectangle((box[0] - 2, box[1] - 1, box[2] + 2, box[3] + 1), fill=(0, 0, 0))
-        draw.text((x, y), caption, fill=(255, 255, 255))
+        draw.text((x, y), caption, fill=(255, 255, 255), font=font)
     return np.asarray(strip)
 
 
