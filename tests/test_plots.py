@@ -196,7 +196,7 @@ def test_browse_data_shows_augmented_crops_with_a_legend_of_their_classes(
     for ax_image, ax_mask in zip(image_axes[::2], image_axes[1::2]):
         assert ax_image.images[0].get_array().shape[:2] == (48, 48)  # the training crop, not the stored image
         legend = fig.axes[fig.axes.index(ax_mask) + 1].get_legend()
-        names = {t.get_text() for t in legend.get_texts()} - {"ignored (255)"}
+        names = {t.get_text() for t in legend.get_texts()} - {f"ignored ({ADE20K_INFO.ignore_index})"}
         assert names and names <= set(ADE20K_INFO.classes)
     plt.close(fig)
 
