@@ -10,7 +10,7 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from PIL import Image
 
 from segfpn.checkpoint_io import atomic_link
@@ -157,6 +157,9 @@ class PredictionWriter(BasePredictionWriter):
                 Image.fromarray(overlay(denormalize(image), colorize(labels))).save(
                     self.output_dir / "overlays" / f"{stem}.jpg"
                 )
+
+    def on_predict_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        rank_zero_info(f"predictions written to {self.output_dir} (labels/{', overlays/' if self.overlays else ''})")
 
 
 class ResultsWriter(L.Callback):

@@ -26,8 +26,10 @@ from segfpn.checkpoint_io import AtomicCheckpointIO, newest_good_checkpoint
 from segfpn.datasets.datamodule import ADE20KDataModule
 from segfpn.datasets.info import DatasetInfo
 from segfpn.errors import CheckpointError, ConfigError, debug_requested, handle_errors
+from segfpn.evaluation_files import EvaluationFiles
 from segfpn.models.segmentation_model import SegmentationModel
 from segfpn.module import SegmentationModule
+from segfpn.overlays import OverlayWriter
 from segfpn.preemption import GracefulStop, recording_stop_signals, stop_exit_code
 from segfpn.wandb_setup import configure_wandb_mode
 
@@ -41,6 +43,8 @@ TOOLS = {
     "analyze": "segfpn.commands.analyze:main",
     "report": "segfpn.commands.report:main",
     "convert": "segfpn.commands.convert:main",
+    "plot-curves": "segfpn.commands.plot_curves:main",
+    "browse-data": "segfpn.commands.browse_data:main",
 }
 
 
@@ -94,6 +98,8 @@ class SegFPNCLI(LightningCLI):
         parser.add_lightning_class_args(PredictionWriter, "predictions")
         parser.add_lightning_class_args(ResultsWriter, "results")
         parser.add_lightning_class_args(GracefulStop, "graceful_stop")
+        parser.add_lightning_class_args(OverlayWriter, "overlays")
+        parser.add_lightning_class_args(EvaluationFiles, "evaluation_files")
         parser.add_argument(
             "--run_dir", type=Optional[str], default=None, help="Run folder to use (default: a new one, see README)."
         )

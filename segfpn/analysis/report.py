@@ -10,6 +10,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
 
 from segfpn.analysis.experiment import final_results
 from segfpn.datasets.ade20k_classes import ADE20K_CLASSES
@@ -80,12 +81,72 @@ def collect_runs(folder: Path) -> dict[str, dict]:
     return runs
 
 
-def _training_curve(run: Path) -> list[tuple[int, float]]:
-    """(step, val/mIoU) pairs of the validations during training."""
-    points = []
+CURVE_PANELS = (("mIoU", "val mIoU"), ("aAcc", "val aAcc"), ("mAcc", "val mAcc"), ("loss", "loss"))
+
+
+def _training_curves(run: Path) -> dict[str, list[tuple[int, float]]]:
+    """Per metric, the (step, value) pairs of the validations during training (``results/fit_val_step*.json``),
+    and ``train/loss`` from the run's own logs (CSV, TensorBoard or W&B offline files) when it has some."""
+    from segfpn.analysis.curves import find_logs, read_curves
+
+    curves: dict[str, list[tuple[int, float]]] = {}
     for f in sorted((run / "results").glob("fit_val_step*.json")):
-        points.append((int(f.stem.rsplit("step", 1)[1]), json.loads(f.read_text())["mIoU"]))
-    return points
+        scores = json.loads(f.read_text())
+        for key, _ in CURVE_PANELS:
+            if scores.get(key) is not None:
+                curves.setdefault(key, []).append((int(f.stem.rsplit("step", 1)[1]), scores[key]))
+    if run.is_dir() and find_logs(run):
+        train_loss = read_curves(run)[1].get("train/loss")
+        if train_loss:
+            curves["train/loss"] = train_loss
+    return curves
+
+
+def _plot_training_curves(curves: dict[str, dict], path: Path) -> Path:
+    """Val mIoU, aAcc, mAcc and loss (val, and train where logged) vs step, one line per run."""
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7), squeeze=False)
+    for ax, (key, label) in zip(axes.flat, CURVE_PANELS):
+        for n, run_curves in curves.items():
+            if run_curves.get(key):
+                (line,) = ax.plot(
+                    *zip(*run_curves[key]), marker="o", markersize=3, label=f"{n} (val)" if key == "loss" else n
+                )
+                if key == "loss" and run_curves.get("train/loss"):
+                    ax.plot(*zip(*run_curves["train/loss"]), color=line.get_color(), alpha=0.5, label=f"{n} (train)")
+        ax.set_title(f"{label} during training")
+        ax.set_xlabel("step")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=7)
+    fig.suptitle("Training curves")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def per_class_figure(
+    iou: np.ndarray,
+    class_names: tuple[str, ...],
+    title: str,
+    other: np.ndarray | None = None,
+    labels: tuple[str, str] = ("run", "baseline"),
+) -> Figure:
+    """Per-class IoU bars sorted by ``iou`` (highest first; classes without a score left out), beside
+    ``other``'s when given, titled."""
+    order = np.argsort(-np.nan_to_num(iou, nan=-1.0), kind="stable")
+    names = tuple(class_names[i] for i in order)
+    fig = plot_per_class_iou(iou[order], names, other=None if other is None else other[order], labels=labels)
+    fig.axes[0].set_title(title)
+    fig.axes[0].set_xlabel("class (sorted by IoU)" if other is None else f"class (sorted by {labels[0]}'s IoU)")
+    return fig
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
 
 
 def write_report(
@@ -141,25 +202,20 @@ def write_report(
         Block("table", [header, *rows]),
     ]
     figures = {}
-    curves = {n: _training_curve(folder / n) for n in names}
+    curves = {n: _training_curves(folder / n) for n in names}
     if any(curves.values()):
-        fig, ax = plt.subplots(figsize=(7, 4))
-        for n, points in curves.items():
-            if points:
-                ax.plot(*zip(*points), marker="o", label=n)
-        ax.set_xlabel("step")
-        ax.set_ylabel("val mIoU")
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        figures["curves"] = folder / "training_curves.png"
-        fig.savefig(figures["curves"], dpi=110)
-        plt.close(fig)
-        blocks += [Block("h2", "Validation mIoU during training"), Block("image", figures["curves"])]
+        figures["curves"] = _plot_training_curves(curves, folder / "training_curves.png")
+        blocks += [Block("h2", "Validation scores and loss during training"), Block("image", figures["curves"])]
     iou = {n: np.array([np.nan if v is None else v for v in runs[n]["IoU"]]) for n in names}
+    path = folder / f"per_class_iou_{best}.png"
+    figures["iou_best"] = _save(
+        per_class_figure(iou[best], class_names, f"Per-class IoU of the best run ({best})"), path
+    )
+    blocks += [Block("h2", f"Per-class IoU of the best run ({best})"), Block("image", path)]
     for n in names[1:]:
         path = folder / f"per_class_iou_{n}_vs_{baseline}.png"
-        plt.close(plot_per_class_iou(iou[n], class_names, other=iou[baseline], labels=(n, baseline), save_path=path))
-        figures[f"iou_{n}"] = path
+        title = f"Per-class IoU: {n} vs {baseline}"
+        figures[f"iou_{n}"] = _save(per_class_figure(iou[n], class_names, title, iou[baseline], (n, baseline)), path)
         diff = iou[n] - iou[baseline]
         ranked = [i for i in np.argsort(diff) if not np.isnan(diff[i])]
         gains = ", ".join(f"{class_names[i]} {diff[i]:+.3f}" for i in ranked[::-1][:5] if diff[i] > 0) or "none"
