@@ -1,4 +1,4 @@
-"""Segmentation losses on logits ``[B, C, H, W]`` and targets ``[B, H, W]`` (255 = ignore)."""
+"""Segmentation losses on logits ``[B, C, H, W]`` and targets ``[B, H, W]`` (``ignore_index`` = ignore)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segfpn.datasets.ade20k import IGNORE_INDEX
+from segfpn.constants import IGNORE_INDEX
 from segfpn.errors import ConfigError
 
 
@@ -26,7 +26,7 @@ def mmseg_mean(
     class_weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """mmsegmentation's ``mean`` reduction of a per-pixel loss (ignored pixels hold 0): the sum divided by
-    ``avg_factor`` = all pixels (``avg_non_ignore=False``, its default and that of its ADE20K configs) or the
+    ``avg_factor`` = all pixels (``avg_non_ignore=False``, its default and that of its Semantic FPN configs) or the
     labelled pixels only (``True``, PyTorch's mean). With class weights each labelled pixel counts with its
     class's weight, and an ignored pixel 1 when ``avg_non_ignore=False`` (mmseg 1.2.2 indexes the weights
     with the ignore label and fails as soon as a pixel is ignored: it has no reference value there)."""

@@ -9,14 +9,14 @@ import pytest
 import torch
 from PIL import Image
 
-from segfpn.datasets import RepeatFactorSampler, class_weights, repeat_factors
+from segfpn.datasets import ADE20KDataset, RepeatFactorSampler, class_weights, repeat_factors
 from segfpn.datasets import class_stats as class_stats_module
 from segfpn.datasets.class_stats import compute_class_stats
 
 
 def test_class_stats_match_the_pngs(samples_root: Path) -> None:
     paths = sorted((samples_root / "annotations" / "validation").iterdir())
-    stats = compute_class_stats(paths, num_workers=2, progress=False)
+    stats = compute_class_stats(ADE20KDataset(samples_root, "validation"), num_workers=2, progress=False)
     raw = [np.asarray(Image.open(p)) for p in paths]
     expected = sum(np.bincount(r.ravel(), minlength=151) for r in raw)
     np.testing.assert_array_equal(stats.pixels, expected[1:])
@@ -25,14 +25,14 @@ def test_class_stats_match_the_pngs(samples_root: Path) -> None:
 
 
 def test_class_stats_are_cached(samples_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    paths = sorted((samples_root / "annotations" / "validation").iterdir())
-    first = compute_class_stats(paths, progress=False)
+    dataset = ADE20KDataset(samples_root, "validation")
+    first = compute_class_stats(dataset, progress=False)
 
-    def fail(path: Path) -> None:
+    def fail(*args: object) -> None:
         raise AssertionError("recomputed instead of using the cache")
 
-    monkeypatch.setattr(class_stats_module, "_count", fail)
-    second = compute_class_stats(paths, progress=False)
+    monkeypatch.setattr(class_stats_module, "count_labels", fail)
+    second = compute_class_stats(dataset, progress=False)
     np.testing.assert_array_equal(first.pixels, second.pixels)
     np.testing.assert_array_equal(first.presence, second.presence)
 
