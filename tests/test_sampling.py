@@ -48,6 +48,24 @@ def test_class_stats_command_writes_csv_and_png(samples_root: Path, tmp_path: Pa
     assert png.stat().st_size > 10_000 and Image.open(png).size[0] > 500
 
 
+def test_class_stats_command_reads_the_data_section_of_a_config(
+    samples_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from segfpn.cli import main
+
+    config = tmp_path / "fit.yaml"
+    config.write_text(f"model:\n  lr: 0.01\ndata:\n  data_root: {samples_root}\n  batch_size: 2\n")
+    main(["class-stats", "--config", str(config), "--split", "val", "--out", str(tmp_path / "out"), "--workers", "0"])
+    rows = (tmp_path / "out" / "class_stats_validation.csv").read_text().splitlines()
+    assert len(rows) == 151 and rows[1].startswith("0,wall,")
+    printed = capsys.readouterr().out
+    assert printed.startswith("ade20k: 3 annotations") and "class_distribution_validation.png" in printed
+    config.write_text("data:\n  data_rot: x\n")
+    with pytest.raises(SystemExit) as exit_info:  # a user error: one line on stderr, exit code 2
+        main(["class-stats", "--config", str(config)])
+    assert exit_info.value.code == 2 and "unknown data options ['data_rot']" in capsys.readouterr().err
+
+
 def test_repeat_factors_follow_lvis_formula() -> None:
     presence = np.zeros((100, 3), bool)
     presence[:, 0] = True  # in every image: f = 1

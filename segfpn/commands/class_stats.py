@@ -1,6 +1,6 @@
 """``segfpn class-stats``: per-class pixel and image counts of a split, as CSV and a bar chart, with the
 dataset's class names. The data is given by a training config's ``data:`` section (any dataset the DataModule
-reads) or, for ADE20K, by ``--data-root``."""
+reads) and/or ``--data-root`` (the dataset folder)."""
 
 from __future__ import annotations
 
@@ -29,12 +29,17 @@ def data_settings(config: Path | None, data_root: Path | None) -> dict:
         settings = dict(data.get("init_args", data))
     if data_root is not None:
         settings["data_root"] = str(data_root)
-    if "data_root" not in settings and not settings.get("embedded"):
-        raise ConfigError("class-stats needs --data-root or --config (a training config with a data: section)")
     accepted = inspect.signature(ADE20KDataModule).parameters
     unknown = sorted(set(settings) - set(accepted))
     if unknown:
-        raise ConfigError(f"--config {str(config)!r}: unknown data options {unknown}")
+        raise ConfigError(
+            f"--config {str(config)!r}: unknown data options {unknown}; expected some of {sorted(accepted)}"
+        )
+    if "data_root" not in settings and not settings.get("embedded"):
+        raise ConfigError(
+            "class-stats needs the data: --data-root, or --config with data_root (or embedded: true) in its data: "
+            "section; found neither"
+        )
     return settings
 
 
