@@ -161,3 +161,33 @@ def test_figures_and_wandb_masks_use_the_datasets_palette_and_ignore_index() -> 
     masks = overlay_masks(labels, labels, list(TINY.classes), TINY.ignore_index)
     assert masks["ground_truth"]["class_labels"][IGNORE] == "ignored"
     assert masks["prediction"]["class_labels"][4] == "pedestrian"
+
+
+def test_wandb_table_and_masks_name_the_datasets_classes(
+    tiny_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import lightning as L
+    import wandb
+    from lightning.pytorch.loggers import WandbLogger
+
+    from segfpn.callbacks import WandbMedia
+    from segfpn.module import SegmentationModule
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    # the module's own metrics take mmseg's default ignore index: store 254, map it to 255
+    info = DatasetInfo("tiny_streets", CLASSES, PALETTE, label_map=[v if v < 5 else 255 for v in range(256)])
+    torch.manual_seed(0)
+    module = SegmentationModule(num_classes=5, backbone_name="resnet18", fpn_channels=32, dataset_info=info.as_dict())
+    logger = WandbLogger(save_dir=str(tmp_path), project="t", offline=True)
+    trainer = L.Trainer(
+        accelerator="cpu", logger=logger, callbacks=[WandbMedia(num_images=2)], enable_progress_bar=False
+    )
+    trainer.validate(module, loader(TinyStreets(tiny_root, info)))
+    wandb.finish()
+    tables = list(tmp_path.glob("wandb/offline-run-*/files/media/table/val/per_class_*.table.json"))
+    assert len(tables) == 1
+    table = json.loads(tables[0].read_text())
+    assert table["columns"] == ["id", "class", "IoU", "Acc"]
+    assert {row[1] for row in table["data"]} <= set(CLASSES) and {row[1] for row in table["data"]} >= {"sky", "road"}
+    assert all(row[1] == CLASSES[row[0]] for row in table["data"])
+    assert len(list(tmp_path.glob("wandb/offline-run-*/files/media/images/val/predictions_*.png"))) == 2
