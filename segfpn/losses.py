@@ -236,7 +236,8 @@ def parse_loss_spec(spec: str | Mapping[str, float]) -> dict[str, float]:
 
 class CombinedLoss(nn.Module):
     """Weighted sum of named losses; ``class_weight`` reaches the losses that take it (ce), ``avg_non_ignore``
-    (mmseg's normalisation, see :func:`mmseg_mean`) those that are mmseg's CE (ce, ohem)."""
+    (mmseg's normalisation, see :func:`mmseg_mean`) those that are mmseg's CE (ce, ohem), ``ignore_index`` (the
+    dataset's) every one."""
 
     def __init__(
         self,
@@ -246,6 +247,7 @@ class CombinedLoss(nn.Module):
         ohem_min_kept: int = 100_000,
         focal_gamma: float = 2.0,
         avg_non_ignore: bool = False,
+        ignore_index: int = IGNORE_INDEX,
     ) -> None:
         super().__init__()
         self.weights = parse_loss_spec(spec)
@@ -254,7 +256,9 @@ class CombinedLoss(nn.Module):
             "ohem": {"thresh": ohem_thresh, "min_kept": ohem_min_kept, "avg_non_ignore": avg_non_ignore},
             "focal": {"gamma": focal_gamma},
         }
-        self.terms = nn.ModuleDict({name: LOSSES[name](**options.get(name, {})) for name in self.weights})
+        self.terms = nn.ModuleDict(
+            {name: LOSSES[name](ignore_index=ignore_index, **options.get(name, {})) for name in self.weights}
+        )
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
         """Each weighted term under its name, and their sum under ``"loss"``."""

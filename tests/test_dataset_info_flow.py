@@ -24,7 +24,7 @@ from segfpn.datasets.collate import pad_collate
 from segfpn.datasets.info import DatasetInfo
 from segfpn.datasets.sampling import class_weights
 from segfpn.inference import predict_logits
-from segfpn.losses import CrossEntropyLoss
+from segfpn.losses import CombinedLoss, CrossEntropyLoss
 from segfpn.metrics import SegmentationMetrics, write_scores
 from segfpn.utils.visualize import colorize
 
@@ -84,6 +84,20 @@ def test_padding_metrics_and_losses_ignore_the_datasets_label(tiny_root: Path) -
     logits = torch.nn.functional.one_hot(preds, 5).permute(0, 3, 1, 2).float() * 20
     loss = CrossEntropyLoss(ignore_index=IGNORE, avg_non_ignore=True)(logits, masks)
     assert float(loss) < 1e-6  # ignored pixels (where the prediction is wrong) contribute nothing
+
+
+@pytest.mark.parametrize("spec", ["ce", "ohem", "dice", "focal", "lovasz"])
+def test_every_loss_ignores_the_datasets_label(spec: str) -> None:
+    torch.manual_seed(0)
+    logits, target = torch.randn(2, 5, 16, 16), torch.randint(0, 5, (2, 16, 16))
+    target[:, :6] = IGNORE
+    loss = CombinedLoss(spec, ignore_index=IGNORE, ohem_min_kept=10)
+    changed = logits.clone()
+    changed[:, :, :6] = torch.randn(2, 5, 6, 16) * 10  # only where the target is ignored
+    assert torch.isclose(loss(logits, target)["loss"], loss(changed, target)["loss"], atol=1e-6)
+    unchanged = logits.clone()
+    unchanged[:, :, 6:] += torch.randn(2, 5, 10, 16)  # where it is labelled: the loss moves
+    assert not torch.isclose(loss(logits, target)["loss"], loss(unchanged, target)["loss"])
 
 
 def test_class_stats_and_weights_have_the_datasets_classes(tiny_root: Path, tmp_path: Path) -> None:

@@ -206,8 +206,10 @@ def plot_per_class_iou(
     other: Sequence[float] | None = None,
     labels: tuple[str, str] = ("run", "baseline"),
     save_path: str | Path | None = None,
+    title: str = "per-class IoU",
 ) -> Figure:
-    """Bar chart of per-class IoU (NaN classes left out), optionally beside a second run's."""
+    """Bar chart of per-class IoU (NaN classes left out), optionally beside a second run's, labelled with
+    ``class_names`` (the dataset's; ``class_i`` when not given)."""
     iou = np.asarray(iou, dtype=np.float64)
     class_names = class_names_or_generic(class_names, len(iou))
     keep = np.where(~np.isnan(iou))[0] if other is None else np.where(~np.isnan(iou) | ~np.isnan(np.asarray(other)))[0]
@@ -219,7 +221,9 @@ def plot_per_class_iou(
         ax.bar(x + width / 2, np.nan_to_num(np.asarray(other, dtype=np.float64)[keep]), width, label=labels[1])
         ax.legend()
     ax.set_xticks(x, [class_names[i] for i in keep], rotation=90, fontsize=7)
+    ax.set_xlabel("class")
     ax.set_ylabel("IoU")
+    ax.set_title(title)
     ax.set_ylim(0, 1)
     fig.tight_layout()
     return _save(fig, save_path)
