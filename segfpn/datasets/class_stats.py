@@ -57,9 +57,11 @@ def count_labels(train_ids: np.ndarray, info: DatasetInfo) -> tuple[np.ndarray, 
 
 
 def _cache_file(dataset: SegmentationDataset, cache_dir: Path) -> Path:
-    # the label mapping is part of the key: the same files give other counts under another mapping
+    # how labels are read is part of the key: the same files give other counts under another label mapping
+    # (or, for colour-coded masks, another palette; the dataset class decides how it reads a mask)
     info = dataset.info
-    h = hashlib.sha1(f"{info.num_classes}:{info.ignore_index}:{info.label_map}".encode())
+    reading = (type(dataset).__qualname__, info.num_classes, info.ignore_index, info.label_map, info.palette)
+    h = hashlib.sha1(repr(reading).encode())
     for _, p in dataset.pairs:
         st = p.stat()
         h.update(f"{p.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode())
