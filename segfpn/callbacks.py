@@ -14,8 +14,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from PIL import Image
 
 from segfpn.checkpoint_io import atomic_link
-from segfpn.datasets.ade20k import IGNORE_INDEX
-from segfpn.datasets.ade20k_classes import ADE20K_CLASSES
+from segfpn.constants import IGNORE_INDEX
 from segfpn.errors import ConfigError
 from segfpn.metrics import write_scores
 from segfpn.utils.visualize import colorize, denormalize, overlay
@@ -128,7 +127,8 @@ class BestAndLastCheckpoint(ModelCheckpoint):
 
 
 class PredictionWriter(BasePredictionWriter):
-    """Writes ``labels/<name>.png`` (ADE20K submission format: values 1..150) and ``overlays/<name>.jpg``."""
+    """Writes ``labels/<name>.png`` (train id + 1: the benchmark submission format of datasets whose stored 0 is
+    "unlabelled") and ``overlays/<name>.jpg`` in the colours of ``pl_module.dataset_info``."""
 
     def __init__(self, output_dir: str | None = None, overlays: bool = True) -> None:
         super().__init__(write_interval="batch")
@@ -154,7 +154,8 @@ class PredictionWriter(BasePredictionWriter):
             )
             if self.overlays:
                 (self.output_dir / "overlays").mkdir(parents=True, exist_ok=True)
-                Image.fromarray(overlay(denormalize(image), colorize(labels))).save(
+                info = pl_module.dataset_info
+                Image.fromarray(overlay(denormalize(image, info), colorize(labels, info))).save(
                     self.output_dir / "overlays" / f"{stem}.jpg"
                 )
 
@@ -221,7 +222,8 @@ class WandbMedia(L.Callback):
         images, masks = batch
         for image, mask, logits in zip(images, masks, outputs):
             if len(self._samples) < self.num_images:
-                self._samples.append((denormalize(image), mask.cpu().numpy(), logits.argmax(0).cpu().numpy()))
+                rgb = denormalize(image, pl_module.dataset_info)
+                self._samples.append((rgb, mask.cpu().numpy(), logits.argmax(0).cpu().numpy()))
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # not on_validation_epoch_end: callbacks run before the module's hook that computes the scores
@@ -231,9 +233,10 @@ class WandbMedia(L.Callback):
             return
         import wandb
 
+        info = pl_module.dataset_info
+        names = list(info.classes)
         scores = getattr(pl_module, "last_scores", {})
         if "IoU" in scores:
-            names = _class_names(len(scores["IoU"]))
             rows = [
                 [c, names[c], float(scores["IoU"][c]), float(scores["Acc"][c])]
                 for c in range(len(names))
@@ -251,22 +254,21 @@ class WandbMedia(L.Callback):
             logger.experiment.log(
                 {"val/confusion_matrix": wandb.Image(fig), "trainer/global_step": trainer.global_step}
             )
-        names = _class_names(pl_module.hparams.get("num_classes", 150))
-        images = [wandb.Image(img, masks=overlay_masks(pred, gt, names)) for img, gt, pred in self._samples]
+        images = [
+            wandb.Image(img, masks=overlay_masks(pred, gt, names, info.ignore_index)) for img, gt, pred in self._samples
+        ]
         if images:
             logger.experiment.log({"val/predictions": images, "trainer/global_step": trainer.global_step})
         self._samples = []
 
 
-def _class_names(n: int) -> list[str]:
-    return list(ADE20K_CLASSES) if n == len(ADE20K_CLASSES) else [f"class_{i}" for i in range(n)]
-
-
-def overlay_masks(pred: np.ndarray, gt: np.ndarray, names: list[str]) -> dict[str, dict[str, Any]]:
-    """W&B ``masks`` of a prediction and its ground truth; ignored pixels keep their own id and name
-    (``IGNORE_INDEX`` = "ignored"), not those of class 0."""
+def overlay_masks(
+    pred: np.ndarray, gt: np.ndarray, names: list[str], ignore_index: int = IGNORE_INDEX
+) -> dict[str, dict[str, Any]]:
+    """W&B ``masks`` of a prediction and its ground truth with the dataset's class ``names``; ignored pixels keep
+    their own id (the dataset's ``ignore_index``) and the name "ignored", not those of class 0."""
     labels = dict(enumerate(names))
     return {
         "prediction": {"mask_data": pred, "class_labels": labels},
-        "ground_truth": {"mask_data": gt, "class_labels": {**labels, IGNORE_INDEX: "ignored"}},
+        "ground_truth": {"mask_data": gt, "class_labels": {**labels, ignore_index: "ignored"}},
     }

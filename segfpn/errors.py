@@ -44,10 +44,10 @@ class CheckpointError(UserError, ValueError):
 _LINKED = re.compile(r'Linked "(?P<target>[\w.]+)" must be given via "(?P<source>[\w.]+)"')
 _LINK_HINTS = {
     "model.num_classes": (
-        "--model.num_classes cannot be set: it comes from the data (data.num_classes, 150 for ADE20K), "
-        "expected no value, found one",
-        "the number of classes changes only with the dataset: ADE20KDataModule always has 150; "
-        "train on another label set with a DataModule whose num_classes differs",
+        "--model.num_classes cannot be set: it comes from the data (data.num_classes, the number of class names "
+        "in the dataset's description), expected no value, found one",
+        "the number of classes changes only with the dataset: train on another label set by choosing a dataset "
+        "(data options) whose classes differ",
     )
 }
 

@@ -1,4 +1,4 @@
-"""Segmentation losses on logits ``[B, C, H, W]`` and targets ``[B, H, W]`` (255 = ignore)."""
+"""Segmentation losses on logits ``[B, C, H, W]`` and targets ``[B, H, W]`` (``ignore_index`` = ignore)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segfpn.datasets.ade20k import IGNORE_INDEX
+from segfpn.constants import IGNORE_INDEX
 from segfpn.errors import ConfigError
 
 
@@ -26,7 +26,7 @@ def mmseg_mean(
     class_weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """mmsegmentation's ``mean`` reduction of a per-pixel loss (ignored pixels hold 0): the sum divided by
-    ``avg_factor`` = all pixels (``avg_non_ignore=False``, its default and that of its ADE20K configs) or the
+    ``avg_factor`` = all pixels (``avg_non_ignore=False``, its default and that of its Semantic FPN configs) or the
     labelled pixels only (``True``, PyTorch's mean). With class weights each labelled pixel counts with its
     class's weight, and an ignored pixel 1 when ``avg_non_ignore=False`` (mmseg 1.2.2 indexes the weights
     with the ignore label and fails as soon as a pixel is ignored: it has no reference value there)."""
@@ -236,7 +236,8 @@ def parse_loss_spec(spec: str | Mapping[str, float]) -> dict[str, float]:
 
 class CombinedLoss(nn.Module):
     """Weighted sum of named losses; ``class_weight`` reaches the losses that take it (ce), ``avg_non_ignore``
-    (mmseg's normalisation, see :func:`mmseg_mean`) those that are mmseg's CE (ce, ohem)."""
+    (mmseg's normalisation, see :func:`mmseg_mean`) those that are mmseg's CE (ce, ohem), ``ignore_index`` (the
+    dataset's) every one."""
 
     def __init__(
         self,
@@ -246,6 +247,7 @@ class CombinedLoss(nn.Module):
         ohem_min_kept: int = 100_000,
         focal_gamma: float = 2.0,
         avg_non_ignore: bool = False,
+        ignore_index: int = IGNORE_INDEX,
     ) -> None:
         super().__init__()
         self.weights = parse_loss_spec(spec)
@@ -254,7 +256,9 @@ class CombinedLoss(nn.Module):
             "ohem": {"thresh": ohem_thresh, "min_kept": ohem_min_kept, "avg_non_ignore": avg_non_ignore},
             "focal": {"gamma": focal_gamma},
         }
-        self.terms = nn.ModuleDict({name: LOSSES[name](**options.get(name, {})) for name in self.weights})
+        self.terms = nn.ModuleDict(
+            {name: LOSSES[name](ignore_index=ignore_index, **options.get(name, {})) for name in self.weights}
+        )
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
         """Each weighted term under its name, and their sum under ``"loss"``."""

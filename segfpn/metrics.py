@@ -1,6 +1,6 @@
-"""Dataset-level segmentation metrics (mmsegmentation / ADE20K definitions) as torchmetrics.
+"""Dataset-level segmentation metrics (mmsegmentation definitions) as torchmetrics.
 
-mIoU accumulates a confusion matrix over the whole evaluation set, ignores label 255, and averages
+mIoU accumulates a confusion matrix over the whole evaluation set, ignores the dataset's ignore index, and averages
 IoU over the classes whose union is non-zero (absent from both prediction and ground truth: left out;
 predicted but absent from ground truth: IoU 0). aAcc = correct / labelled pixels; mAcc = mean over
 classes present in the ground truth of their recall.
@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from lightning.pytorch.utilities import rank_zero_warn
 from torchmetrics import Metric
 
-from segfpn.datasets.ade20k import IGNORE_INDEX
+from segfpn.constants import IGNORE_INDEX
 
 
 def to_labels(logits_or_labels: torch.Tensor, size: torch.Size | None = None) -> torch.Tensor:
@@ -27,7 +27,7 @@ def to_labels(logits_or_labels: torch.Tensor, size: torch.Size | None = None) ->
     if logits_or_labels.dim() == 4:
         if size is not None and logits_or_labels.shape[-2:] != size:
             logits_or_labels = F.interpolate(logits_or_labels.float(), size=size, mode="bilinear", align_corners=False)
-        # same first-maximum indices as argmax(1); 25-40% faster on NCHW logits on the CPU (150 x 512 x 512..683)
+        # same first-maximum indices as argmax(1); 25-40% faster on NCHW logits of 100+ classes on the CPU
         return logits_or_labels.max(1).indices
     if logits_or_labels.dim() == 3:
         return logits_or_labels.long()
@@ -94,7 +94,8 @@ class SegmentationMetrics(Metric):
 
 
 def write_scores(scores: dict[str, torch.Tensor], path: Path, hparams: Mapping[str, Any] | None = None) -> Path:
-    """Save scores (aAcc, mIoU, mAcc, per-class IoU/Acc, confusion matrix) and the run's hparams as JSON."""
+    """Save scores (aAcc, mIoU, mAcc, per-class IoU/Acc, confusion matrix) and the run's hparams (those JSON can
+    hold, e.g. its ``dataset_info``: class names for reports) as JSON."""
 
     def plain(v: Any) -> Any:
         if isinstance(v, torch.Tensor):
@@ -107,12 +108,20 @@ def write_scores(scores: dict[str, torch.Tensor], path: Path, hparams: Mapping[s
 
     record = {k: plain(v) for k, v in scores.items()}
     if hparams is not None:
-        record["hparams"] = {
-            k: v for k, v in dict(hparams).items() if isinstance(v, (int, float, str, bool, type(None), list))
-        }
+        record["hparams"] = {k: v for k, v in dict(hparams).items() if _jsonable(v)}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record))
     return path
+
+
+def _jsonable(value: Any) -> bool:
+    if not isinstance(value, (int, float, str, bool, type(None), list, dict)):
+        return False
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def calculate_metrics(
@@ -122,9 +131,11 @@ def calculate_metrics(
     ignore_index: int = IGNORE_INDEX,
 ) -> dict[str, float]:
     """Metrics of one batch, same definitions as the dataset-level ones: ``iou`` (mIoU), ``pixel_acc``
-    (aAcc), ``mean_acc`` (mAcc). ``num_classes`` defaults to the logits' channel count (150 for labels)."""
+    (aAcc), ``mean_acc`` (mAcc). ``num_classes`` defaults to the logits' channel count (labels need it)."""
     if num_classes is None:
-        num_classes = logits_or_labels.shape[1] if logits_or_labels.dim() == 4 else 150
+        if logits_or_labels.dim() != 4:
+            raise ValueError("calculate_metrics: num_classes is required when given labels [B, H, W] (not logits)")
+        num_classes = logits_or_labels.shape[1]
     labels = to_labels(logits_or_labels.detach(), masks.shape[-2:])
     scores = scores_from_confusion(confusion_matrix(labels, masks, num_classes, ignore_index))
     return {"iou": float(scores["mIoU"]), "pixel_acc": float(scores["aAcc"]), "mean_acc": float(scores["mAcc"])}

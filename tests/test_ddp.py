@@ -179,12 +179,12 @@ def test_repeat_factor_training_on_two_processes_for_several_epochs(tmp_path: Pa
     """The real CLI, class-balanced sampling, 2 gloo ranks, 3 epochs: every epoch has the same number of steps."""
     import torch
 
-    from segfpn.datasets.ade20k import list_pairs
+    from segfpn.datasets.ade20k import ADE20KDataset
     from segfpn.datasets.class_stats import compute_class_stats
     from segfpn.datasets.sampling import repeat_factors
 
     threshold, epochs, batch = 0.5, 3, 2
-    presence = compute_class_stats([a for _, a in list_pairs(synthetic_root, "training")], progress=False).presence
+    presence = compute_class_stats(ADE20KDataset(synthetic_root, "training"), progress=False).presence
     factors = repeat_factors(presence, threshold)
     assert (factors % 1 > 0).any()  # fractional factors: the draws per image vary between epochs
     per_rank = -(-round(factors.sum()) // 2)

@@ -9,14 +9,14 @@ import pytest
 import torch
 from PIL import Image
 
-from segfpn.datasets import RepeatFactorSampler, class_weights, repeat_factors
+from segfpn.datasets import ADE20KDataset, RepeatFactorSampler, class_weights, repeat_factors
 from segfpn.datasets import class_stats as class_stats_module
 from segfpn.datasets.class_stats import compute_class_stats
 
 
 def test_class_stats_match_the_pngs(samples_root: Path) -> None:
     paths = sorted((samples_root / "annotations" / "validation").iterdir())
-    stats = compute_class_stats(paths, num_workers=2, progress=False)
+    stats = compute_class_stats(ADE20KDataset(samples_root, "validation"), num_workers=2, progress=False)
     raw = [np.asarray(Image.open(p)) for p in paths]
     expected = sum(np.bincount(r.ravel(), minlength=151) for r in raw)
     np.testing.assert_array_equal(stats.pixels, expected[1:])
@@ -25,14 +25,14 @@ def test_class_stats_match_the_pngs(samples_root: Path) -> None:
 
 
 def test_class_stats_are_cached(samples_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    paths = sorted((samples_root / "annotations" / "validation").iterdir())
-    first = compute_class_stats(paths, progress=False)
+    dataset = ADE20KDataset(samples_root, "validation")
+    first = compute_class_stats(dataset, progress=False)
 
-    def fail(path: Path) -> None:
+    def fail(*args: object) -> None:
         raise AssertionError("recomputed instead of using the cache")
 
-    monkeypatch.setattr(class_stats_module, "_count", fail)
-    second = compute_class_stats(paths, progress=False)
+    monkeypatch.setattr(class_stats_module, "count_labels", fail)
+    second = compute_class_stats(dataset, progress=False)
     np.testing.assert_array_equal(first.pixels, second.pixels)
     np.testing.assert_array_equal(first.presence, second.presence)
 
@@ -46,6 +46,24 @@ def test_class_stats_command_writes_csv_and_png(samples_root: Path, tmp_path: Pa
     assert lines[1].startswith("0,wall,")
     png = tmp_path / "class_distribution_validation.png"
     assert png.stat().st_size > 10_000 and Image.open(png).size[0] > 500
+
+
+def test_class_stats_command_reads_the_data_section_of_a_config(
+    samples_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from segfpn.cli import main
+
+    config = tmp_path / "fit.yaml"
+    config.write_text(f"model:\n  lr: 0.01\ndata:\n  data_root: {samples_root}\n  batch_size: 2\n")
+    main(["class-stats", "--config", str(config), "--split", "val", "--out", str(tmp_path / "out"), "--workers", "0"])
+    rows = (tmp_path / "out" / "class_stats_validation.csv").read_text().splitlines()
+    assert len(rows) == 151 and rows[1].startswith("0,wall,")
+    printed = capsys.readouterr().out
+    assert printed.startswith("ade20k: 3 annotations") and "class_distribution_validation.png" in printed
+    config.write_text("data:\n  data_rot: x\n")
+    with pytest.raises(SystemExit) as exit_info:  # a user error: one line on stderr, exit code 2
+        main(["class-stats", "--config", str(config)])
+    assert exit_info.value.code == 2 and "unknown data options ['data_rot']" in capsys.readouterr().err
 
 
 def test_repeat_factors_follow_lvis_formula() -> None:

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from segfpn.datasets.ade20k import IGNORE_INDEX
+from segfpn.constants import IGNORE_INDEX
 from segfpn.metrics import BoundaryIoU, SegmentationMetrics, to_labels
 
 SIZE_BINS = {"small (<1%)": (0.0, 0.01), "medium (1-10%)": (0.01, 0.10), "large (>10%)": (0.10, 1.01)}
@@ -23,10 +23,11 @@ class SizeBins:
     correct: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SIZE_BINS, 0))
     total: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SIZE_BINS, 0))
     segments: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SIZE_BINS, 0))
+    ignore_index: int = IGNORE_INDEX
 
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
         for p, t in zip(pred, target):
-            valid = t != IGNORE_INDEX
+            valid = t != self.ignore_index
             labelled = int(valid.sum())
             if not labelled:
                 continue
@@ -45,10 +46,18 @@ class SizeBins:
 
 @torch.no_grad()
 def evaluate(
-    model: torch.nn.Module, loader: torch.utils.data.DataLoader, num_classes: int, predict, device: str = "cpu"
+    model: torch.nn.Module,
+    loader: torch.utils.data.DataLoader,
+    num_classes: int,
+    predict,
+    device: str = "cpu",
+    ignore_index: int = IGNORE_INDEX,
 ) -> dict:
-    """Run ``predict(model, images) -> logits`` over ``loader``; confusion matrix, Boundary IoU, size bins."""
-    metrics, boundary, sizes = SegmentationMetrics(num_classes), BoundaryIoU(num_classes), SizeBins()
+    """Run ``predict(model, images) -> logits`` over ``loader``; confusion matrix, Boundary IoU, size bins
+    (pixels labelled ``ignore_index``, the dataset's, left out)."""
+    metrics = SegmentationMetrics(num_classes, ignore_index)
+    boundary = BoundaryIoU(num_classes, ignore_index=ignore_index)
+    sizes = SizeBins(ignore_index=ignore_index)
     for images, masks in tqdm(loader, desc="error analysis"):
         logits = predict(model, images.to(device)).cpu()
         labels = to_labels(logits)
@@ -71,8 +80,11 @@ def worst_classes(iou: torch.Tensor, class_names: list[str], k: int = 10) -> lis
     return [(class_names[i], float(values[i])) for i in order]
 
 
-def write_error_analysis(result: dict, out: Path, class_names: list[str], top_k: int = 10) -> dict[str, Path]:
-    """Figures (confusion matrix, per-class IoU), ``error_analysis.json`` and ``error_analysis.md`` in ``out``."""
+def write_error_analysis(
+    result: dict, out: Path, class_names: list[str], top_k: int = 10, dataset_name: str = ""
+) -> dict[str, Path]:
+    """Figures (confusion matrix, per-class IoU), ``error_analysis.json`` and ``error_analysis.md`` in ``out``,
+    naming the dataset's classes (``class_names``) and, when given, the dataset."""
     from segfpn.utils.visualize import plot_confusion_matrix, plot_per_class_iou, top_confusions
 
     out.mkdir(parents=True, exist_ok=True)
@@ -90,7 +102,12 @@ def write_error_analysis(result: dict, out: Path, class_names: list[str], top_k:
     plt.close(plot_per_class_iou(scores["IoU"].numpy(), class_names, save_path=files["per_class_iou"]))
     confusions = top_confusions(confmat, class_names, top_k)
     worst = worst_classes(scores["IoU"], class_names, top_k)
+    per_class = [
+        {"id": c, "class": name, "IoU": _plain(scores["IoU"][c]), "Acc": _plain(scores["Acc"][c])}
+        for c, name in enumerate(class_names)
+    ]
     summary = {
+        "dataset": dataset_name or None,
         "mIoU": float(scores["mIoU"]),
         "aAcc": float(scores["aAcc"]),
         "mAcc": float(scores["mAcc"]),
@@ -99,10 +116,11 @@ def write_error_analysis(result: dict, out: Path, class_names: list[str], top_k:
         "size_segments": result["size_segments"],
         "top_confusions": confusions,
         "worst_classes": worst,
+        "per_class": per_class,
     }
     files["json"].write_text(json.dumps(summary, indent=2))
     lines = [
-        "# Error analysis",
+        f"# Error analysis{f' on {dataset_name}' if dataset_name else ''}",
         "",
         f"mIoU {summary['mIoU']:.4f} · aAcc {summary['aAcc']:.4f} · mAcc {summary['mAcc']:.4f} · "
         f"Boundary IoU {summary['boundary_iou']:.4f}",
@@ -128,9 +146,25 @@ def write_error_analysis(result: dict, out: Path, class_names: list[str], top_k:
         "|---|---|",
         *[f"| {c} | {v:.4f} |" for c, v in worst],
         "",
+        "## Per-class IoU and accuracy",
+        "",
+        "| id | class | IoU | Acc |",
+        "|---|---|---|---|",
+        *[f"| {r['id']} | {r['class']} | {_cell(r['IoU'])} | {_cell(r['Acc'])} |" for r in per_class],
+        "",
         f"![confusion matrix]({files['confusion_matrix'].name})",
         "",
         f"![per-class IoU]({files['per_class_iou'].name})",
     ]
     files["markdown"].write_text("\n".join(lines) + "\n")
     return files
+
+
+def _plain(value: torch.Tensor) -> float | None:
+    """A score as a JSON number (None for NaN: a class absent from ground truth and prediction)."""
+    v = float(value)
+    return None if np.isnan(v) else v
+
+
+def _cell(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import html
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +14,6 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from segfpn.analysis.experiment import final_results
-from segfpn.datasets.ade20k_classes import ADE20K_CLASSES
 from segfpn.errors import DataError
 from segfpn.utils.visualize import plot_confusion_matrix, plot_per_class_iou, top_confusions
 
@@ -79,6 +79,15 @@ def collect_runs(folder: Path) -> dict[str, dict]:
         if result is not None:
             runs[run.name] = result
     return runs
+
+
+def run_class_names(result: dict) -> list[str]:
+    """The class names of the dataset a run was trained on (``hparams.dataset_info`` of its results);
+    ``class_i`` for results written without one."""
+    info = (result.get("hparams") or {}).get("dataset_info")
+    if info and info.get("classes"):
+        return list(info["classes"])
+    return [f"class_{i}" for i in range(len(result["IoU"]))]
 
 
 CURVE_PANELS = (("mIoU", "val mIoU"), ("aAcc", "val aAcc"), ("mAcc", "val mAcc"), ("loss", "loss"))
@@ -153,11 +162,12 @@ def write_report(
     folder: Path,
     title: str | None = None,
     cost: dict[str, dict] | None = None,
-    class_names: tuple[str, ...] = ADE20K_CLASSES,
+    class_names: Sequence[str] | None = None,
     order: list[str] | None = None,
 ) -> dict[str, Path]:
     """``report.md``, ``report.html``, ``results.csv`` and figures in ``folder`` from its runs. The first run
-    of ``order`` (default: ``baseline`` if present, then alphabetical) is the reference of the comparisons."""
+    of ``order`` (default: ``baseline`` if present, then alphabetical) is the reference of the comparisons.
+    ``class_names`` default to those of the dataset the runs were trained on (see :func:`run_class_names`)."""
     if not folder.is_dir():
         raise DataError(f"report folder {str(folder)!r} is not a folder; expected the output of `segfpn experiment`")
     runs = collect_runs(folder)
@@ -166,6 +176,7 @@ def write_report(
     title = title or f"Report: {folder.name}"
     names = [n for n in order if n in runs] if order else sorted(runs, key=lambda n: (n != "baseline", n))
     baseline = names[0]
+    class_names = list(class_names) if class_names is not None else run_class_names(runs[baseline])
     best = max(names, key=lambda n: runs[n]["mIoU"] or 0)
     header = ["variant", "mIoU", "aAcc", "mAcc", "ΔmIoU vs " + baseline]
     if cost:

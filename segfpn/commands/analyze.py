@@ -8,7 +8,6 @@ from pathlib import Path
 
 from segfpn.analysis.checkpoint import load_trained
 from segfpn.analysis.errors import evaluate, write_error_analysis
-from segfpn.datasets.ade20k_classes import ADE20K_CLASSES
 from segfpn.inference import predict_logits
 
 
@@ -23,16 +22,17 @@ def main(argv: list[str] | None = None) -> None:
     module, data = load_trained(args.ckpt, args.data_root, args.device)
     data.prepare_data()
     data.setup("validate")
-    num_classes = module.hparams.num_classes
+    info = module.dataset_info  # the classes the model was trained on, from the checkpoint
+    num_classes = info.num_classes
     result = evaluate(
         module,
         data.val_dataloader(),
         num_classes,
         lambda m, x: predict_logits(m, x, m.inference, num_classes),
         args.device,
+        info.ignore_index,
     )
     out = args.out or args.ckpt.resolve().parent.parent / "analysis"
-    names = list(ADE20K_CLASSES) if num_classes == len(ADE20K_CLASSES) else [f"class_{i}" for i in range(num_classes)]
-    files = write_error_analysis(result, out, names, args.top_k)
+    files = write_error_analysis(result, out, list(info.classes), args.top_k, info.name)
     print((files["markdown"]).read_text())
     print(f"wrote {', '.join(str(p) for p in files.values())}")

@@ -1,29 +1,65 @@
-"""``segfpn class-stats``: per-class pixel and image counts of a split, as CSV and a bar chart."""
+"""``segfpn class-stats``: per-class pixel and image counts of a split, as CSV and a bar chart, with the
+dataset's class names. The data is given by a training config's ``data:`` section (any dataset the DataModule
+reads) and/or ``--data-root`` (the dataset folder)."""
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 from pathlib import Path
 
-from segfpn.datasets.ade20k import list_pairs, resolve_split
-from segfpn.datasets.class_stats import compute_class_stats, plot_class_distribution, write_class_stats_csv
+import yaml
+
+from segfpn.datasets.class_stats import plot_class_distribution, write_class_stats_csv
+from segfpn.datasets.datamodule import ADE20KDataModule
+from segfpn.errors import ConfigError
+
+
+def data_settings(config: Path | None, data_root: Path | None) -> dict:
+    """DataModule arguments: the ``data:`` section of ``config`` (if given), ``data_root`` overriding its folder."""
+    settings: dict = {}
+    if config is not None:
+        if not config.is_file():
+            raise ConfigError(f"--config {str(config)!r} is not a file; expected a training config (YAML)")
+        loaded = yaml.safe_load(config.read_text()) or {}
+        data = loaded.get("data") if isinstance(loaded, dict) else None
+        if not isinstance(data, dict):
+            raise ConfigError(f"--config {str(config)!r}: expected a 'data:' section (a mapping), found {data!r}")
+        settings = dict(data.get("init_args", data))
+    if data_root is not None:
+        settings["data_root"] = str(data_root)
+    accepted = inspect.signature(ADE20KDataModule).parameters
+    unknown = sorted(set(settings) - set(accepted))
+    if unknown:
+        raise ConfigError(
+            f"--config {str(config)!r}: unknown data options {unknown}; expected some of {sorted(accepted)}"
+        )
+    if "data_root" not in settings and not settings.get("embedded"):
+        raise ConfigError(
+            "class-stats needs the data: --data-root, or --config with data_root (or embedded: true) in its data: "
+            "section; found neither"
+        )
+    return settings
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="segfpn class-stats", description=__doc__)
-    parser.add_argument("--data-root", required=True, type=Path, help="the ADEChallengeData2016 folder")
-    parser.add_argument("--split", default="training")
+    parser.add_argument("--config", type=Path, help="a training config; its data: section chooses the dataset")
+    parser.add_argument("--data-root", type=Path, help="the dataset folder (overrides the config's data_root)")
+    parser.add_argument("--split", default="training", choices=["training", "train", "validation", "val"])
     parser.add_argument("--out", type=Path, default=Path("runs/class_stats"))
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args(argv)
-    split = resolve_split(args.split)
-    annotations = [ann for _, ann in list_pairs(args.data_root, split)]
-    stats = compute_class_stats(annotations, num_workers=args.workers)
-    csv_path = write_class_stats_csv(stats, args.out / f"class_stats_{split}.csv")
-    png_path = plot_class_distribution(stats, args.out / f"class_distribution_{split}.png")
+    data = ADE20KDataModule(**{**data_settings(args.config, args.data_root), "num_workers": args.workers})
+    data.prepare_data()
+    split = "training" if args.split in ("training", "train") else "validation"
+    stats = data.class_stats(split)
+    info = data.dataset_info
+    csv_path = write_class_stats_csv(stats, args.out / f"class_stats_{split}.csv", info.classes)
+    png_path = plot_class_distribution(stats, args.out / f"class_distribution_{split}.png", info.classes, info.name)
     present = int((stats.pixels > 0).sum())
     print(
-        f"{len(annotations)} annotations, {present} classes present, "
+        f"{info.name}: {len(stats.presence)} annotations, {present} of {info.num_classes} classes present, "
         f"{stats.ignored_pixels} ignored pixels; wrote {csv_path} and {png_path}"
     )

@@ -172,7 +172,7 @@ class ADE20KDataModule(L.LightningDataModule):
         """Per-class pixel/image counts of a split (cached; see ``segfpn.datasets.class_stats``)."""
         key = "train" if split == "training" else "val"
         dataset = self.datasets.get(key) or ADE20KDataset(self.data_root, split)
-        return compute_class_stats([ann for _, ann in dataset.pairs], num_workers=self.hparams.num_workers)
+        return compute_class_stats(dataset, num_workers=self.hparams.num_workers)
 
     def class_weights(self, method: str = "inverse_log") -> torch.Tensor:
         """Loss weights per class from the training split's pixel counts."""

@@ -10,25 +10,43 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from segfpn.constants import IMAGENET_MEAN, IMAGENET_STD
-from segfpn.datasets.ade20k_classes import ADE20K_CLASSES, ADE20K_PALETTE
+from segfpn.constants import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
+from segfpn.datasets.info import DatasetInfo, default_palette
 from segfpn.metrics import to_labels
 
-_PALETTE = np.zeros((256, 3), np.uint8)
-_PALETTE[: len(ADE20K_PALETTE)] = ADE20K_PALETTE  # 255 (ignore) stays black
+# without a dataset description: generated colours for every id, the default ignore index black
+_GENERIC_TABLE = np.array(default_palette(256), np.uint8)
+_GENERIC_TABLE[IGNORE_INDEX] = 0
 
 
-def denormalize(image: torch.Tensor) -> np.ndarray:
-    """A normalised ``[3, H, W]`` tensor back to RGB uint8 ``[H, W, 3]``."""
-    mean = torch.tensor(IMAGENET_MEAN, device=image.device).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=image.device).view(3, 1, 1)
+def class_names_or_generic(class_names: Sequence[str] | None, num_classes: int) -> list[str]:
+    """``class_names`` (a dataset's), or ``class_0``.. when not given."""
+    return list(class_names) if class_names is not None else [f"class_{i}" for i in range(num_classes)]
+
+
+def colour_table(dataset_info: DatasetInfo | None = None) -> np.ndarray:
+    """``[256, 3]`` uint8 colours by train id: the dataset's palette, black for its ignore index and any id
+    past its classes; without ``dataset_info``, generated colours (ignore index black)."""
+    if dataset_info is None:
+        return _GENERIC_TABLE
+    table = np.zeros((256, 3), np.uint8)
+    table[: dataset_info.num_classes] = np.asarray(dataset_info.palette, np.uint8)[:256]
+    return table
+
+
+def denormalize(image: torch.Tensor, dataset_info: DatasetInfo | None = None) -> np.ndarray:
+    """A normalised ``[3, H, W]`` tensor back to RGB uint8 ``[H, W, 3]`` (the dataset's mean/std, ImageNet's
+    without ``dataset_info``)."""
+    mean, std = (dataset_info.mean, dataset_info.std) if dataset_info is not None else (IMAGENET_MEAN, IMAGENET_STD)
+    mean = torch.tensor(mean, device=image.device).view(3, 1, 1)
+    std = torch.tensor(std, device=image.device).view(3, 1, 1)
     return (image.detach().float() * std + mean).clamp(0, 255).byte().permute(1, 2, 0).cpu().numpy()
 
 
-def colorize(labels: np.ndarray | torch.Tensor) -> np.ndarray:
-    """Train ids ``[H, W]`` to ADE20K palette colours (ignore = black)."""
+def colorize(labels: np.ndarray | torch.Tensor, dataset_info: DatasetInfo | None = None) -> np.ndarray:
+    """Train ids ``[H, W]`` to the dataset's palette colours (ignore = black); see :func:`colour_table`."""
     labels = labels.cpu().numpy() if isinstance(labels, torch.Tensor) else labels
-    return _PALETTE[labels.astype(np.int64) % 256]
+    return colour_table(dataset_info)[labels.astype(np.int64) % 256]
 
 
 def overlay(image: np.ndarray, colours: np.ndarray, alpha: float = 0.5) -> np.ndarray:
@@ -49,18 +67,20 @@ def visualize_batch(
     predictions: torch.Tensor | None = None,
     max_images: int = 4,
     save_path: str | Path | None = None,
+    dataset_info: DatasetInfo | None = None,
 ) -> Figure:
-    """Grid of image / ground truth / prediction (logits ``[B, C, H, W]`` or labels ``[B, H, W]``) rows."""
+    """Grid of image / ground truth / prediction (logits ``[B, C, H, W]`` or labels ``[B, H, W]``) rows, in the
+    colours and normalisation of ``dataset_info`` (generic colours, ImageNet statistics without it)."""
     n = min(len(images), max_images)
     cols = 3 if predictions is not None else 2
     fig, axes = plt.subplots(n, cols, figsize=(4 * cols, 3.2 * n), squeeze=False)
     if predictions is not None:
         predictions = to_labels(predictions)
     for i in range(n):
-        panels = [denormalize(images[i]), colorize(masks[i])]
+        panels = [denormalize(images[i], dataset_info), colorize(masks[i], dataset_info)]
         titles = ["image", "ground truth"]
         if predictions is not None:
-            panels.append(colorize(predictions[i]))
+            panels.append(colorize(predictions[i], dataset_info))
             titles.append("prediction")
         for ax, panel, title in zip(axes[i], panels, titles):
             ax.imshow(panel)
@@ -141,12 +161,14 @@ def plot_attention_maps(
 
 def plot_confusion_matrix(
     confmat: np.ndarray,
-    class_names: Sequence[str] = ADE20K_CLASSES,
+    class_names: Sequence[str] | None = None,
     top_k: int = 30,
     save_path: str | Path | None = None,
 ) -> Figure:
-    """Row-normalised confusion matrix restricted to the ``top_k`` classes with the most ground-truth pixels."""
+    """Row-normalised confusion matrix restricted to the ``top_k`` classes with the most ground-truth pixels,
+    labelled with ``class_names`` (the dataset's; ``class_i`` when not given)."""
     confmat = np.asarray(confmat, dtype=np.float64)
+    class_names = class_names_or_generic(class_names, len(confmat))
     support = confmat.sum(1)
     keep = np.argsort(-support)[: min(top_k, int((support > 0).sum()) or 1)]
     sub = confmat[np.ix_(keep, keep)]
@@ -166,10 +188,11 @@ def plot_confusion_matrix(
 
 
 def top_confusions(
-    confmat: np.ndarray, class_names: Sequence[str] = ADE20K_CLASSES, k: int = 10
+    confmat: np.ndarray, class_names: Sequence[str] | None = None, k: int = 10
 ) -> list[tuple[str, str, float]]:
     """The ``k`` largest off-diagonal entries as (ground truth, prediction, fraction of the GT class)."""
     confmat = np.asarray(confmat, dtype=np.float64)
+    class_names = class_names_or_generic(class_names, len(confmat))
     rates = confmat / np.maximum(confmat.sum(1, keepdims=True), 1)
     np.fill_diagonal(rates, 0)
     flat = np.argsort(-rates, axis=None)[:k]
@@ -179,13 +202,16 @@ def top_confusions(
 
 def plot_per_class_iou(
     iou: Sequence[float] | np.ndarray,
-    class_names: Sequence[str] = ADE20K_CLASSES,
+    class_names: Sequence[str] | None = None,
     other: Sequence[float] | None = None,
     labels: tuple[str, str] = ("run", "baseline"),
     save_path: str | Path | None = None,
+    title: str = "per-class IoU",
 ) -> Figure:
-    """Bar chart of per-class IoU (NaN classes left out), optionally beside a second run's."""
+    """Bar chart of per-class IoU (NaN classes left out), optionally beside a second run's, labelled with
+    ``class_names`` (the dataset's; ``class_i`` when not given)."""
     iou = np.asarray(iou, dtype=np.float64)
+    class_names = class_names_or_generic(class_names, len(iou))
     keep = np.where(~np.isnan(iou))[0] if other is None else np.where(~np.isnan(iou) | ~np.isnan(np.asarray(other)))[0]
     fig, ax = plt.subplots(figsize=(max(6, 0.22 * len(keep) + 2), 4.5))
     x = np.arange(len(keep))
@@ -195,14 +221,18 @@ def plot_per_class_iou(
         ax.bar(x + width / 2, np.nan_to_num(np.asarray(other, dtype=np.float64)[keep]), width, label=labels[1])
         ax.legend()
     ax.set_xticks(x, [class_names[i] for i in keep], rotation=90, fontsize=7)
+    ax.set_xlabel("class")
     ax.set_ylabel("IoU")
+    ax.set_title(title)
     ax.set_ylim(0, 1)
     fig.tight_layout()
     return _save(fig, save_path)
 
 
 __all__ = [
+    "class_names_or_generic",
     "colorize",
+    "colour_table",
     "crop_to_image",
     "denormalize",
     "overlay",
