@@ -144,7 +144,7 @@ def test_classifier_initialisation() -> None:
 
 def test_unknown_backbone_lists_valid_names() -> None:
     with pytest.raises(ValueError) as err:
-        SegmentationModel(backbone_name="convnext_tinyy")
+        SegmentationModel(num_classes=3, backbone_name="convnext_tinyy")
     message = str(err.value)
     assert "convnext_tinyy" in message and "pvt_v2_b0" in message and "convnext_tiny" in message
     assert "swin_tiny_patch4_window7_224" in list_backbones("swin_tiny*")
@@ -166,7 +166,7 @@ def test_bad_input_tensor_errors(bad: torch.Tensor, match: str) -> None:
 
 def test_pretrained_without_network_names_the_alternative() -> None:
     with pytest.raises(RuntimeError, match="pretrained_path"):
-        SegmentationModel(backbone_name="pvt_v2_b0", pretrained=True)
+        SegmentationModel(num_classes=3, backbone_name="pvt_v2_b0", pretrained=True)
 
 
 @pytest.mark.parametrize(

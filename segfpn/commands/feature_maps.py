@@ -43,7 +43,8 @@ def main(argv: list[str] | None = None) -> None:
 
         model = load_trained(args.ckpt)[0].model
     else:
-        model = SegmentationModel(backbone_name=args.backbone, attention=args.attention)
+        # one class: the classifier is not plotted and its width does not change the feature maps
+        model = SegmentationModel(num_classes=1, backbone_name=args.backbone, attention=args.attention)
     model.eval()
     with torch.no_grad():
         backbone = model.extract_backbone_features(x)
