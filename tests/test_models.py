@@ -217,3 +217,25 @@ def test_frozen_stages_include_the_blocks_between_levels() -> None:
     assert trainable == {"3", "4", "5", "6"}
     assert not params["model.conv_stem.weight"].requires_grad
     assert not params["model.blocks.2.0.conv_pw.weight"].requires_grad
+
+
+def test_feature_figures_name_levels_by_stride() -> None:
+    import matplotlib.pyplot as plt
+
+    from segfpn.utils.visualize import plot_attention_maps, plot_feature_maps
+
+    model = SegmentationModel(num_classes=3, backbone_name="resnet18", attention="cbam", fpn_channels=16).eval()
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        pyramid = model.extract_fpn_features(x)
+    strides = model.backbone.strides
+    fig = plot_feature_maps(pyramid, title="FPN", strides=strides, image_size=(64, 96), input_size=(64, 96))
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles[:4] == [f"stride {s}: channel 0 {(64 // s, 96 // s)}" for s in (4, 8, 16, 32)]
+    assert fig._suptitle.get_text() == "FPN feature maps"
+    plt.close(fig)
+    fig = plot_attention_maps([a.last_map for a in model.neck.attention], strides=strides)
+    assert [ax.get_title() for ax in fig.axes] == [f"stride {s}: spatial attention" for s in (4, 8, 16, 32)]
+    plt.close(fig)
+    with pytest.raises(ValueError, match="4 levels but 3 strides"):
+        plot_feature_maps(pyramid, strides=strides[:3])

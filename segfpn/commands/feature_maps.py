@@ -53,9 +53,9 @@ def main(argv: list[str] | None = None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     written = [args.out / "backbone_features.png", args.out / "fpn_features.png"]
     image_size = tuple(x.shape[-2:])
-    sizes = {"image_size": image_size, "input_size": model.padded_size(*image_size)}
-    plt.close(plot_feature_maps(backbone, args.channel, "C", save_path=written[0], **sizes))
-    plt.close(plot_feature_maps(pyramid, args.channel, "P", save_path=written[1], **sizes))
+    sizes = {"image_size": image_size, "input_size": model.padded_size(*image_size), "strides": model.backbone.strides}
+    plt.close(plot_feature_maps(backbone, args.channel, "backbone", save_path=written[0], **sizes))
+    plt.close(plot_feature_maps(pyramid, args.channel, "FPN", save_path=written[1], **sizes))
     maps = [m.last_map for m in model.neck.attention if getattr(m, "last_map", None) is not None]
     fusion = getattr(model.head.fusion, "last_map", None)
     if maps or fusion is not None:
