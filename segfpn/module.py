@@ -104,9 +104,10 @@ class SegmentationModule(L.LightningModule):
         if schedule not in ("poly", "cosine", "constant"):
             raise ConfigError(f"model.schedule must be 'poly', 'cosine' or 'constant', got {schedule!r}")
         self.model = SegmentationModel(num_classes=num_classes, **model_options)
-        # every architecture option, defaults included, so that a checkpoint names the network it holds
+        # save_hyperparameters reads this frame's locals: with the defaults filled in, the hyper-parameters (and so
+        # checkpoints and logger configs) name every architecture option of the network, not only those given
+        model_options = architecture_options(num_classes, model_options)
         self.save_hyperparameters()
-        self.hparams.update(architecture_options(num_classes, model_options))
         weights = torch.tensor(class_weight, dtype=torch.float) if isinstance(class_weight, list) else None
         if weights is not None and len(weights) != num_classes:
             raise ConfigError(f"model.class_weight has {len(weights)} values, expected num_classes={num_classes}")

@@ -112,6 +112,7 @@ def test_module_passes_options_on_and_checkpoints_keep_them(tmp_path: Path) -> N
         "img_size": 512,
     }
     assert set(ARCHITECTURE_OPTIONS) <= set(hparams)
+    assert dict(module.hparams_initial) == hparams  # what loggers record
     path = tmp_path / "m.ckpt"
     checkpoint = {"state_dict": module.state_dict(), "hyper_parameters": hparams, "pytorch-lightning_version": "2.6"}
     torch.save(checkpoint, path)
