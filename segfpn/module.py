@@ -40,7 +40,7 @@ class SegmentationModule(L.LightningModule):
         ohem_min_kept: ``ohem`` loss: keep at least this many pixels per batch.
         focal_gamma: ``focal`` loss: focusing exponent (0 is plain CE).
         loss_avg_non_ignore: mmseg's ``avg_non_ignore`` for ce/ohem: false (default, as mmseg's and the PVT
-            authors' ADE20K configs) divides the summed pixel loss by all pixels, ignored ones included; true by
+            authors' published configs) divides the summed pixel loss by all pixels, ignored ones included; true by
             the labelled pixels only (PyTorch's mean).
         optimizer: ``adamw`` or ``sgd`` (norms, biases and position tables get no weight decay).
         lr: base learning rate (of the decoder; the backbone's is ``lr * backbone_lr_mult``).
@@ -141,7 +141,10 @@ class SegmentationModule(L.LightningModule):
         if isinstance(self.hparams.class_weight, str) and "ce" in self.criterion.terms:
             datamodule = getattr(self.trainer, "datamodule", None)
             if datamodule is None or not hasattr(datamodule, "class_weights"):
-                raise ConfigError(f"model.class_weight={self.hparams.class_weight!r} needs the ADE20KDataModule")
+                raise ConfigError(
+                    f"model.class_weight={self.hparams.class_weight!r} needs a DataModule with class_weights() "
+                    "(segfpn's), which derives them from the training split"
+                )
             weights = datamodule.class_weights(self.hparams.class_weight)
             self.criterion.terms["ce"].class_weight = weights.to(self.device)
             log.info("class weights (%s): min %.3f max %.3f", self.hparams.class_weight, weights.min(), weights.max())
