@@ -54,8 +54,7 @@ def main(argv: list[str] | None = None) -> None:
         extra.append(f"--model.backbone_name={args.backbone}")
     variants = {v: experiment.model_options(v, extra) for v in experiment.variants}
     rows = cost_table(variants, tuple(args.size), latency=not args.no_latency, device=args.device, rounds=args.rounds)
-    first = next(iter(variants.values()))
-    print(f"{experiment.name}: {first['backbone_name']} at {args.size[0]}x{args.size[1]} on {args.device}")
+    print(f"{experiment.name} (base {experiment.base}) at {args.size[0]}x{args.size[1]} on {args.device}")
     print(format_table(rows, list(rows[0])))
     if args.csv:
         print(f"wrote {write_csv(rows, args.csv)}")
