@@ -95,6 +95,8 @@ def test_architecture_options_are_defined_only_in_segmentation_model() -> None:
     assert {"backbone_name", "fpn_channels", "attention", "aux_classifiers"} <= set(ARCHITECTURE_OPTIONS)
     with pytest.raises(TypeError, match="num_classes"):
         SegmentationModel(backbone_name="resnet18")  # no dataset's class count as a default
+    with pytest.raises(TypeError, match="fpn_chanels"):
+        SegmentationModule(3, backbone_name="resnet18", fpn_chanels=32)  # a typo is not swallowed by **model_options
 
 
 def test_module_passes_options_on_and_checkpoints_keep_them(tmp_path: Path) -> None:
