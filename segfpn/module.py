@@ -35,9 +35,9 @@ class SegmentationModule(L.LightningModule):
         class_weight: per-class CE weights (a list of num_classes values), or ``inverse_log``/``inverse_sqrt``/
             ``inverse`` to derive them from the training split's pixel counts.
         aux_loss_weight: weight of the CE of each auxiliary level (with ``aux_classifiers=true``).
-        ohem_thresh: ``ohem`` loss: keep pixels whose true-class probability is below this (null: the
-            ``ohem_min_kept`` hardest only).
-        ohem_min_kept: ``ohem`` loss: keep at least this many pixels per batch.
+        ohem_thresh: ``ohem`` loss: keep the pixels whose true-class probability is below this (or below the
+            k-th smallest one, to keep at least k); null keeps the k pixels of largest CE.
+        ohem_min_kept: ``ohem`` loss: k = ohem_min_kept x batch size (mmseg's ``min_kept``).
         focal_gamma: ``focal`` loss: focusing exponent (0 is plain CE).
         loss_avg_non_ignore: mmseg's ``avg_non_ignore`` for ce/ohem: false (default, as mmseg's and the PVT
             authors' published configs) divides the summed pixel loss by all pixels, ignored ones included; true by
