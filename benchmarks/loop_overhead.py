@@ -23,7 +23,7 @@ def _data(steps: int, batch: int, size: int) -> DataLoader:
 
 def _module() -> SegmentationModule:
     torch.manual_seed(0)
-    return SegmentationModule(backbone_name="pvt_v2_b0", lr=1e-4, max_iters=10_000)
+    return SegmentationModule(num_classes=150, backbone_name="pvt_v2_b0", lr=1e-4, max_iters=10_000)
 
 
 class _StepTimer(L.Callback):

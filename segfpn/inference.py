@@ -44,6 +44,8 @@ class InferenceConfig:
         mode: ``whole`` (one forward pass) or ``slide`` (``crop_size`` windows every ``stride`` pixels).
         test_scale: resize each image, keeping its ratio, to fit (long, short) edges before predicting;
             ``None`` predicts at the original size. Logits always return to the original size.
+        crop_size: ``slide`` mode: (height, width) of each window.
+        stride: ``slide`` mode: (vertical, horizontal) step between windows.
         scales: ratios for multi-scale testing (``[1.0]``: single scale): of ``test_scale`` when it is set (mmseg
             0.x ``img_ratios``, the published multi-scale numbers), else of the image's own size (mmseg 1.x TTA).
         flip: also predict the horizontally flipped image; with several predictions their softmax is averaged

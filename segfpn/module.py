@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import logging
 from typing import Any, Literal
 
@@ -10,15 +9,13 @@ import lightning as L
 import torch
 from torchmetrics import MeanMetric
 
-from segfpn.datasets.ade20k import NUM_CLASSES
 from segfpn.datasets.info import DatasetInfo
 from segfpn.errors import ConfigError
 from segfpn.inference import InferenceConfig, predict_logits
 from segfpn.losses import CombinedLoss, CrossEntropyLoss
 from segfpn.metrics import BoundaryIoU, SegmentationMetrics, to_labels
 from segfpn.models import SegmentationModel
-from segfpn.models.fpn import UpsampleMode
-from segfpn.models.head import NormName
+from segfpn.models.segmentation_model import architecture_options
 from segfpn.optim import build_optimizer, lr_factor, param_groups
 
 log = logging.getLogger(__name__)
@@ -27,47 +24,50 @@ log = logging.getLogger(__name__)
 class SegmentationModule(L.LightningModule):
     """Loss, optimiser + per-iteration schedule, dataset-level metrics and logging around SegmentationModel.
 
-    Model arguments (``backbone_name`` ... ``aux_classifiers``) are those of
-    :class:`segfpn.models.SegmentationModel`. Training arguments:
-        loss: ``"ce"``, ``"ce+0.5*dice"`` or ``{"ce": 1.0, "lovasz": 0.5}`` (ce, ohem, dice, focal, lovasz).
-        class_weight: per-class CE weights, or ``"inverse_log"``/``"inverse_sqrt"``/``"inverse"`` to derive
-            them from the training split's pixel counts (needs the ADE20KDataModule).
-        aux_loss_weight: weight of the CE of each auxiliary level (with ``aux_classifiers=True``).
-        loss_avg_non_ignore: mmseg's ``avg_non_ignore`` for ce/ohem: False (default, as mmseg's and the PVT
-            authors' ADE20K configs) divides the summed pixel loss by all pixels, ignored ones included;
-            True by the labelled pixels only (PyTorch's mean).
-        optimizer, lr, weight_decay, momentum, backbone_lr_mult: AdamW (default) or SGD; norms, biases
-            and position tables get no weight decay.
-        schedule, warmup_iters, warmup_ratio, poly_power, min_lr_ratio, max_iters: per-iteration
-            schedule; ``max_iters=None`` uses the trainer's total number of optimiser steps.
-        channels_last, compile: memory format and ``torch.compile`` of the model.
-        inference: evaluation mode (see :class:`segfpn.inference.InferenceConfig`).
+    The architecture options (``backbone_name`` ... ``aux_classifiers``) are :class:`segfpn.models.SegmentationModel`'s,
+    defined there only: they arrive here as ``**model_options`` and go to it unchanged. The CLI shows them as flat
+    ``--model.<name>`` options (jsonargparse follows ``**model_options`` into SegmentationModel).
+
+    Args:
+        num_classes: number of classes (the CLI links it from ``data.num_classes``).
+        loss: a loss name or a weighted sum of them: ``ce``, ``ohem``, ``dice``, ``focal``, ``lovasz``, e.g.
+            ``ce``, ``ce+dice``, ``ce+0.5*dice`` or ``{"ce": 1.0, "lovasz": 0.5}``.
+        class_weight: per-class CE weights (a list of num_classes values), or ``inverse_log``/``inverse_sqrt``/
+            ``inverse`` to derive them from the training split's pixel counts.
+        aux_loss_weight: weight of the CE of each auxiliary level (with ``aux_classifiers=true``).
+        ohem_thresh: ``ohem`` loss: keep the pixels whose true-class probability is below this (or below the
+            k-th smallest one, to keep at least k); null keeps the k pixels of largest CE.
+        ohem_min_kept: ``ohem`` loss: k = ohem_min_kept x batch size (mmseg's ``min_kept``).
+        focal_gamma: ``focal`` loss: focusing exponent (0 is plain CE).
+        loss_avg_non_ignore: mmseg's ``avg_non_ignore`` for ce/ohem: false (default, as mmseg's and the PVT
+            authors' published configs) divides the summed pixel loss by all pixels, ignored ones included; true by
+            the labelled pixels only (PyTorch's mean).
+        optimizer: ``adamw`` or ``sgd`` (norms, biases and position tables get no weight decay).
+        lr: base learning rate (of the decoder; the backbone's is ``lr * backbone_lr_mult``).
+        weight_decay: weight decay of the weights that get one.
+        momentum: SGD momentum (ignored by AdamW).
+        backbone_lr_mult: factor of the backbone's learning rate.
+        schedule: per-iteration learning-rate schedule: ``poly``, ``cosine`` or ``constant``.
+        warmup_iters: linear warm-up iterations (0: none).
+        warmup_ratio: learning-rate factor at the start of the warm-up.
+        poly_power: exponent of the ``poly`` schedule.
+        min_lr_ratio: the schedule's final learning rate as a fraction of ``lr``.
+        max_iters: iterations the schedule spans; null uses the trainer's total number of optimiser steps.
+        channels_last: train and evaluate in the channels-last memory format.
+        compile: ``torch.compile`` the model.
+        inference: how evaluation images are predicted (protocol, whole/slide, test scale, multi-scale, flip):
+            see ``--model.inference.help``.
         boundary_iou: also compute Boundary IoU during validation/test.
         dataset_info: the data's :class:`~segfpn.datasets.info.DatasetInfo` as a dict (linked from the
             DataModule by the CLI, kept in checkpoints); default: generic names for ``num_classes`` classes.
+        **model_options: the architecture options of :class:`segfpn.models.SegmentationModel`.
     """
 
     def __init__(
         self,
-        num_classes: int = NUM_CLASSES,
-        backbone_name: str = "convnext_tiny",
-        pretrained: bool = False,
-        pretrained_path: str | None = None,
-        img_size: int = 512,
-        frozen_stages: int = -1,
-        drop_path_rate: float = 0.0,
-        fpn_channels: int = 256,
-        lateral_connections: bool = True,
-        top_down: bool = True,
-        upsample_mode: UpsampleMode = "nearest",
-        attention: str | None = None,
-        head_channels: int = 128,
-        norm: NormName = "bn",
-        dropout: float = 0.1,
-        fusion: Literal["sum", "attention"] = "sum",
-        aux_classifiers: bool = False,
+        num_classes: int,
         loss: str | dict[str, float] = "ce",
-        class_weight: str | list[float] | None = None,
+        class_weight: Literal["inverse_log", "inverse_sqrt", "inverse"] | list[float] | None = None,
         aux_loss_weight: float = 0.4,
         ohem_thresh: float | None = 0.7,
         ohem_min_kept: int = 100_000,
@@ -89,6 +89,7 @@ class SegmentationModule(L.LightningModule):
         inference: InferenceConfig | None = None,
         boundary_iou: bool = False,
         dataset_info: dict | None = None,
+        **model_options: Any,
     ) -> None:
         super().__init__()
         _check_positive(lr=lr, poly_power=poly_power)
@@ -102,9 +103,11 @@ class SegmentationModule(L.LightningModule):
             raise ConfigError(f"model.optimizer must be 'adamw' or 'sgd', got {optimizer!r}")
         if schedule not in ("poly", "cosine", "constant"):
             raise ConfigError(f"model.schedule must be 'poly', 'cosine' or 'constant', got {schedule!r}")
+        self.model = SegmentationModel(num_classes=num_classes, **model_options)
+        # save_hyperparameters reads this frame's locals: with the defaults filled in, the hyper-parameters (and so
+        # checkpoints and logger configs) name every architecture option of the network, not only those given
+        model_options = architecture_options(num_classes, model_options)
         self.save_hyperparameters()
-        model_args = inspect.signature(SegmentationModel).parameters
-        self.model = SegmentationModel(**{k: v for k, v in self.hparams.items() if k in model_args})
         weights = torch.tensor(class_weight, dtype=torch.float) if isinstance(class_weight, list) else None
         if weights is not None and len(weights) != num_classes:
             raise ConfigError(f"model.class_weight has {len(weights)} values, expected num_classes={num_classes}")
@@ -138,7 +141,10 @@ class SegmentationModule(L.LightningModule):
         if isinstance(self.hparams.class_weight, str) and "ce" in self.criterion.terms:
             datamodule = getattr(self.trainer, "datamodule", None)
             if datamodule is None or not hasattr(datamodule, "class_weights"):
-                raise ConfigError(f"model.class_weight={self.hparams.class_weight!r} needs the ADE20KDataModule")
+                raise ConfigError(
+                    f"model.class_weight={self.hparams.class_weight!r} needs a DataModule with class_weights() "
+                    "(segfpn's), which derives them from the training split"
+                )
             weights = datamodule.class_weights(self.hparams.class_weight)
             self.criterion.terms["ce"].class_weight = weights.to(self.device)
             log.info("class weights (%s): min %.3f max %.3f", self.hparams.class_weight, weights.min(), weights.max())

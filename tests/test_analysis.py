@@ -100,7 +100,17 @@ def test_feature_maps_and_cost_commands(tmp_path: Path, synthetic_root: Path, ca
     )
     for name in ("backbone_features.png", "fpn_features.png", "attention_maps.png"):
         assert Image.open(tmp_path / name).size[0] > 500
-    main(["cost", "--preset", "attention", "--size", "64", "64", "--csv", str(tmp_path / "cost.csv")])
+    main(
+        [
+            "cost",
+            str(REPO / "experiments" / "attention.yaml"),
+            "--size",
+            "64",
+            "64",
+            "--csv",
+            str(tmp_path / "cost.csv"),
+        ]
+    )
     lines = (tmp_path / "cost.csv").read_text().splitlines()
     assert lines[0].startswith("variant,params_M,GFLOPs") and len(lines) == 6
     rows = {line.split(",")[0]: line.split(",") for line in lines[1:]}

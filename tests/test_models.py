@@ -144,7 +144,7 @@ def test_classifier_initialisation() -> None:
 
 def test_unknown_backbone_lists_valid_names() -> None:
     with pytest.raises(ValueError) as err:
-        SegmentationModel(backbone_name="convnext_tinyy")
+        SegmentationModel(num_classes=3, backbone_name="convnext_tinyy")
     message = str(err.value)
     assert "convnext_tinyy" in message and "pvt_v2_b0" in message and "convnext_tiny" in message
     assert "swin_tiny_patch4_window7_224" in list_backbones("swin_tiny*")
@@ -166,7 +166,7 @@ def test_bad_input_tensor_errors(bad: torch.Tensor, match: str) -> None:
 
 def test_pretrained_without_network_names_the_alternative() -> None:
     with pytest.raises(RuntimeError, match="pretrained_path"):
-        SegmentationModel(backbone_name="pvt_v2_b0", pretrained=True)
+        SegmentationModel(num_classes=3, backbone_name="pvt_v2_b0", pretrained=True)
 
 
 @pytest.mark.parametrize(
@@ -217,3 +217,25 @@ def test_frozen_stages_include_the_blocks_between_levels() -> None:
     assert trainable == {"3", "4", "5", "6"}
     assert not params["model.conv_stem.weight"].requires_grad
     assert not params["model.blocks.2.0.conv_pw.weight"].requires_grad
+
+
+def test_feature_figures_name_levels_by_stride() -> None:
+    import matplotlib.pyplot as plt
+
+    from segfpn.utils.visualize import plot_attention_maps, plot_feature_maps
+
+    model = SegmentationModel(num_classes=3, backbone_name="resnet18", attention="cbam", fpn_channels=16).eval()
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        pyramid = model.extract_fpn_features(x)
+    strides = model.backbone.strides
+    fig = plot_feature_maps(pyramid, title="FPN", strides=strides, image_size=(64, 96), input_size=(64, 96))
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles[:4] == [f"stride {s}: channel 0 {(64 // s, 96 // s)}" for s in (4, 8, 16, 32)]
+    assert fig._suptitle.get_text() == "FPN feature maps"
+    plt.close(fig)
+    fig = plot_attention_maps([a.last_map for a in model.neck.attention], strides=strides)
+    assert [ax.get_title() for ax in fig.axes] == [f"stride {s}: spatial attention" for s in (4, 8, 16, 32)]
+    plt.close(fig)
+    with pytest.raises(ValueError, match="4 levels but 3 strides"):
+        plot_feature_maps(pyramid, strides=strides[:3])

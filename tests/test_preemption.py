@@ -44,8 +44,8 @@ def fake_slurm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def _fit(root: Path, data_root: Path, max_steps: int, callbacks: list[L.Callback]) -> L.Trainer:
     """A tiny real training run in ``root``."""
     torch.manual_seed(0)
-    module = SegmentationModule(backbone_name="pvt_v2_b0", fpn_channels=16, head_channels=16, lr=1e-3)
     data = ADE20KDataModule(str(data_root), batch_size=2, num_workers=0, crop_size=64, scale=(128, 64))
+    module = SegmentationModule(data.num_classes, backbone_name="pvt_v2_b0", fpn_channels=16, head_channels=16, lr=1e-3)
     trainer = L.Trainer(
         accelerator="cpu",
         max_steps=max_steps,

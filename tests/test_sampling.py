@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from PIL import Image
 
 from segfpn.datasets import ADE20KDataset, RepeatFactorSampler, class_weights, repeat_factors
@@ -119,3 +120,14 @@ def test_repeat_factor_epochs_have_a_fixed_length_and_scaled_expectations() -> N
     expected = factors * len(sampler) / factors.sum()  # within 0.05% of the factors
     np.testing.assert_allclose(counts.sum() / epochs, len(sampler))
     assert abs(counts / epochs - expected).max() < 0.2 and abs((counts / epochs - expected).mean()) < 0.01
+
+
+@pytest.mark.parametrize("size, world", [(7, 2), (8, 3), (3, 3), (10, 4)])
+def test_evaluation_sharding_yields_each_sample_once(size: int, world: int) -> None:
+    # the evaluation sampler of ADE20KDataModule under DDP, one instance per rank
+    samplers = [UnrepeatedDistributedSampler(range(size), world, r, shuffle=False) for r in range(world)]
+    shards = [list(sampler) for sampler in samplers]
+    assert sorted(i for shard in shards for i in shard) == list(range(size))  # no sample twice, none left out
+    assert all(shard == sorted(shard) for shard in shards)  # evaluation order kept
+    assert max(map(len, shards)) - min(map(len, shards)) <= 1
+    assert [len(sampler) for sampler in samplers] == [len(shard) for shard in shards]

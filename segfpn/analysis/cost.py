@@ -10,6 +10,9 @@ import torch
 from segfpn.models import SegmentationModel
 from segfpn.utils.model_summary import measure_latency, summarize
 
+# where the weights come from does not change the cost (and a download is not wanted)
+WEIGHT_OPTIONS = ("pretrained", "pretrained_path")
+
 
 def cost_table(
     variants: dict[str, dict[str, Any]],
@@ -19,7 +22,8 @@ def cost_table(
     base: dict[str, Any] | None = None,
     rounds: int = 5,
 ) -> list[dict]:
-    """One row per variant (``name -> SegmentationModel kwargs`` on top of ``base``), with each one's
+    """One row per variant (``name -> SegmentationModel kwargs`` on top of ``base``; see
+    :meth:`segfpn.analysis.experiment.Experiment.model_options`), with each one's
     overhead against the first variant in percent. Latencies are medians over ``rounds`` rounds that time
     every variant once, in a rotating order, so slow drifts of a shared machine hit all variants alike;
     ``latency_spread_%`` is half the interquartile range of a variant's rounds: a latency overhead smaller
@@ -27,7 +31,8 @@ def cost_table(
     models, rows = {}, []
     for name, overrides in variants.items():
         torch.manual_seed(0)
-        models[name] = SegmentationModel(**{**(base or {}), **overrides}).to(device).eval()
+        options = {k: v for k, v in {**(base or {}), **overrides}.items() if k not in WEIGHT_OPTIONS}
+        models[name] = SegmentationModel(**options).to(device).eval()
         s = summarize(models[name], input_size, name)
         rows.append({"variant": name, "params_M": s.params_total / 1e6, "GFLOPs": s.gflops, "GMACs": s.gmacs})
     keys = ["params_M", "GFLOPs"]

@@ -15,6 +15,8 @@ scores land in ``results/`` there. A variant whose final results exist is not ru
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +25,7 @@ from typing import Any
 import yaml
 
 from segfpn.errors import ConfigError, DataError
+from segfpn.models import SegmentationModel
 from segfpn.preemption import stop_exit_code, stopped_by_signal
 
 
@@ -67,6 +70,54 @@ class Experiment:
     def model_overrides(self, variant: str) -> dict[str, Any]:
         """The variant's ``model.*`` overrides as SegmentationModel keyword arguments."""
         return {k.split(".", 1)[1]: v for k, v in self.variants[variant].items() if k.startswith("model.")}
+
+    def model_options(self, variant: str, extra_args: list[str] | None = None) -> dict[str, Any]:
+        """The SegmentationModel keyword arguments of a variant's network, as its training run gets them: the base
+        config's ``model`` section, then the shared ``args``, the variant's overrides and ``extra_args`` (the
+        command line's); ``num_classes`` from the base config's data. The one reading of the base config that
+        ``segfpn cost`` and ``segfpn experiment`` share."""
+        dotted = {**_dotted_args(self.args), **self.variants[variant], **_dotted_args(extra_args or [])}
+        config = yaml.safe_load(self.base.read_text()) if self.base.is_file() else None
+        if not isinstance(config, dict):
+            raise ConfigError(
+                f"experiment {self.name!r}: base config {str(self.base)!r} is not a readable YAML mapping"
+            )
+        model = {**_init_args(config.get("model")), **_section(dotted, "model")}
+        data = {**_init_args(config.get("data")), **_section(dotted, "data")}
+        if "num_classes" not in model:
+            model["num_classes"] = data_num_classes(config.get("data"), data)
+        names = inspect.signature(SegmentationModel).parameters
+        return {k: v for k, v in model.items() if k in names}
+
+
+def _dotted_args(args: list[str]) -> dict[str, Any]:
+    """``["--model.fpn_channels=64", ...]`` -> ``{"model.fpn_channels": 64}`` (values read as YAML, like the CLI)."""
+    pairs = (a[2:].split("=", 1) for a in args if a.startswith("--") and "=" in a)
+    return {key: yaml.safe_load(value) for key, value in pairs}
+
+
+def _section(dotted: dict[str, Any], name: str) -> dict[str, Any]:
+    return {k.split(".", 1)[1]: v for k, v in dotted.items() if k.startswith(name + ".")}
+
+
+def _init_args(section: Any) -> dict[str, Any]:
+    """A config section's arguments, written flat or as ``class_path``/``init_args``."""
+    if not isinstance(section, dict):
+        return {}
+    return dict(section.get("init_args") or {}) if "class_path" in section else dict(section)
+
+
+def data_num_classes(section: Any, init_args: dict[str, Any]) -> int:
+    """The class count of the DataModule a config's ``data`` section describes (``class_path``/``init_args``, or
+    the init arguments of the CLI's default DataModule); building it reads no data."""
+    class_path = section.get("class_path") if isinstance(section, dict) else None
+    if class_path:
+        module, _, name = class_path.rpartition(".")
+        datamodule_cls = getattr(importlib.import_module(module), name)
+    else:
+        from segfpn.datasets.datamodule import ADE20KDataModule as datamodule_cls  # the CLI's default
+
+    return int(datamodule_cls(**init_args).num_classes)
 
 
 def _cli_value(value: Any) -> str:

@@ -1,66 +1,60 @@
-"""``segfpn cost``: parameters, FLOPs and latency of model variants side by side (e.g. attention overhead)."""
+"""``segfpn cost``: parameters, FLOPs and latency of the model variants of an experiment side by side (e.g. the
+attention overhead). The variants are those of ``experiments/<name>.yaml``, built as ``segfpn experiment`` trains
+them (the base config's model options, then each variant's overrides)."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-import yaml
-
 from segfpn.analysis.cost import cost_table
 from segfpn.analysis.experiment import Experiment
-from segfpn.commands.summary import format_table, write_csv
+from segfpn.analysis.tables import format_table, write_csv
+from segfpn.errors import ConfigError
 
-PRESETS = {
-    "attention": {
-        "baseline": {},
-        "se": {"attention": "se"},
-        "cbam": {"attention": "cbam"},
-        "fusion": {"fusion": "attention"},
-        "cbam+fusion": {"attention": "cbam", "fusion": "attention"},
-    },
-    "fpn": {
-        "baseline": {},
-        "no_lateral": {"lateral_connections": False},
-        "no_top_down": {"top_down": False},
-        "bilinear": {"upsample_mode": "bilinear"},
-        "transposed": {"upsample_mode": "transposed"},
-        "channels_64": {"fpn_channels": 64},
-        "channels_128": {"fpn_channels": 128},
-    },
-    "backbones": {
-        "convnext_tiny": {"backbone_name": "convnext_tiny"},
-        "pvt_v2_b0": {"backbone_name": "pvt_v2_b0"},
-        "swin_tiny": {"backbone_name": "swin_tiny_patch4_window7_224"},
-    },
-}
+EXPERIMENTS = Path("experiments")
+
+
+def experiment_file(name_or_path: str) -> Path:
+    """An experiment YAML given as a path, or by name (``attention`` -> ``experiments/attention.yaml``)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    named = EXPERIMENTS / f"{name_or_path}.yaml"
+    if named.is_file():
+        return named
+    known = sorted(p.stem for p in EXPERIMENTS.glob("*.yaml"))
+    raise ConfigError(
+        f"segfpn cost: {name_or_path!r} is neither an experiment file nor one of {known} in {EXPERIMENTS}/"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="segfpn cost", description=__doc__)
-    source = parser.add_mutually_exclusive_group()
-    source.add_argument("--preset", choices=sorted(PRESETS), default="attention")
-    source.add_argument("--experiment", type=Path, help="use the model overrides of an experiment YAML")
-    parser.add_argument("--backbone", default="pvt_v2_b0")
+    parser.add_argument(
+        "experiment",
+        nargs="?",
+        default="attention",
+        help="experiment YAML, or its name in experiments/ (attention, fpn_ablation, backbones...)",
+    )
+    parser.add_argument("--backbone", help="replace the experiment's backbone (default: its base config's)")
     parser.add_argument("--size", type=int, nargs=2, default=[512, 512], metavar=("H", "W"))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-latency", action="store_true")
     parser.add_argument("--rounds", type=int, default=5, help="latency rounds (more: less noise)")
     parser.add_argument("--csv", type=Path)
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
     if args.rounds < 1:
         parser.error(f"--rounds must be at least 1, got {args.rounds}")
-    if args.experiment:
-        experiment = Experiment.load(args.experiment)
-        variants = {v: experiment.model_overrides(v) for v in experiment.variants}
-        base = (yaml.safe_load(experiment.base.read_text()) or {}).get("model", {})
-        base = {"backbone_name": base.get("backbone_name", args.backbone)}
-    else:
-        variants, base = PRESETS[args.preset], {"backbone_name": args.backbone}
-    rows = cost_table(
-        variants, tuple(args.size), latency=not args.no_latency, device=args.device, base=base, rounds=args.rounds
-    )
-    print(f"{base['backbone_name']} at {args.size[0]}x{args.size[1]} on {args.device}")
+    unknown = [a for a in extra if not a.startswith("--model.")]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)} (only --model.NAME=VALUE overrides pass on)")
+    experiment = Experiment.load(experiment_file(args.experiment))
+    if args.backbone:
+        extra.append(f"--model.backbone_name={args.backbone}")
+    variants = {v: experiment.model_options(v, extra) for v in experiment.variants}
+    rows = cost_table(variants, tuple(args.size), latency=not args.no_latency, device=args.device, rounds=args.rounds)
+    print(f"{experiment.name} (base {experiment.base}) at {args.size[0]}x{args.size[1]} on {args.device}")
     print(format_table(rows, list(rows[0])))
     if args.csv:
         print(f"wrote {write_csv(rows, args.csv)}")

@@ -22,29 +22,8 @@ def main(argv: list[str] | None = None) -> None:
     runs = run_experiment(experiment, args.out, args.only, extra)
     cost = None
     if not args.no_cost:
-        base = _base_model_args(experiment)
-        rows = cost_table({v: experiment.model_overrides(v) for v in runs}, tuple(args.cost_size), base=base)
+        variants = {v: experiment.model_options(v, extra) for v in runs}
+        rows = cost_table(variants, tuple(args.cost_size))
         cost = {r["variant"]: r for r in rows}
     files = write_report(args.out / experiment.name, f"Experiment: {experiment.name}", cost, order=list(runs))
     print(f"report: {files['markdown']} and {files['html']}")
-
-
-def _base_model_args(experiment: Experiment) -> dict:
-    """Model keyword arguments of the base config that matter for the cost (backbone, widths...)."""
-    import yaml
-
-    model = (yaml.safe_load(experiment.base.read_text()) or {}).get("model", {})
-    keys = (
-        "backbone_name",
-        "img_size",
-        "fpn_channels",
-        "head_channels",
-        "attention",
-        "fusion",
-        "upsample_mode",
-        "lateral_connections",
-        "top_down",
-        "norm",
-        "aux_classifiers",
-    )
-    return {k: model[k] for k in keys if k in model}

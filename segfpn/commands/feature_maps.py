@@ -43,7 +43,8 @@ def main(argv: list[str] | None = None) -> None:
 
         model = load_trained(args.ckpt)[0].model
     else:
-        model = SegmentationModel(backbone_name=args.backbone, attention=args.attention)
+        # one class: the classifier is not plotted and its width does not change the feature maps
+        model = SegmentationModel(num_classes=1, backbone_name=args.backbone, attention=args.attention)
     model.eval()
     with torch.no_grad():
         backbone = model.extract_backbone_features(x)
@@ -52,9 +53,9 @@ def main(argv: list[str] | None = None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     written = [args.out / "backbone_features.png", args.out / "fpn_features.png"]
     image_size = tuple(x.shape[-2:])
-    sizes = {"image_size": image_size, "input_size": model.padded_size(*image_size)}
-    plt.close(plot_feature_maps(backbone, args.channel, "C", save_path=written[0], **sizes))
-    plt.close(plot_feature_maps(pyramid, args.channel, "P", save_path=written[1], **sizes))
+    sizes = {"image_size": image_size, "input_size": model.padded_size(*image_size), "strides": model.backbone.strides}
+    plt.close(plot_feature_maps(backbone, args.channel, "backbone", save_path=written[0], **sizes))
+    plt.close(plot_feature_maps(pyramid, args.channel, "FPN", save_path=written[1], **sizes))
     maps = [m.last_map for m in model.neck.attention if getattr(m, "last_map", None) is not None]
     fusion = getattr(model.head.fusion, "last_map", None)
     if maps or fusion is not None:

@@ -3,52 +3,30 @@
 from __future__ import annotations
 
 import argparse
-import csv
 from pathlib import Path
 
 import torch
 
+from segfpn.analysis.experiment import data_num_classes
+from segfpn.analysis.tables import format_table, write_csv
 from segfpn.models import TESTED_BACKBONES, SegmentationModel
 from segfpn.utils.model_summary import backbone_feature_stats, summarize
-
-
-def format_table(rows: list[dict], columns: list[str]) -> str:
-    """A plain-text table of ``rows`` restricted to ``columns``."""
-
-    def fmt(v: object) -> str:
-        return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-    cells = [[fmt(r.get(c, "")) for c in columns] for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
-    lines.append("  ".join("-" * w for w in widths))
-    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
-    return "\n".join(lines)
-
-
-def write_csv(rows: list[dict], path: Path) -> Path:
-    """Write ``rows`` (dicts with the same keys) as CSV."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="segfpn summary", description=__doc__)
     parser.add_argument("--backbones", nargs="+", default=list(TESTED_BACKBONES))
     parser.add_argument("--size", type=int, nargs=2, default=[512, 512], metavar=("H", "W"))
-    parser.add_argument("--num-classes", type=int, default=150)
+    parser.add_argument("--num-classes", type=int, help="classifier width (default: the demo data's classes)")
     parser.add_argument("--features", action="store_true", help="also print per-stage feature statistics")
     parser.add_argument("--latency", action="store_true", help="also time one forward pass")
     parser.add_argument("--csv", type=Path, help="write the table to this CSV file")
     args = parser.parse_args(argv)
+    num_classes = args.num_classes or data_num_classes(None, {"embedded": True})
     rows, feature_rows = [], []
     for name in args.backbones:
         torch.manual_seed(0)
-        model = SegmentationModel(num_classes=args.num_classes, backbone_name=name).eval()
+        model = SegmentationModel(num_classes=num_classes, backbone_name=name).eval()
         rows.append(summarize(model, tuple(args.size), name, latency=args.latency).as_row())
         if args.features:
             x = torch.randn(1, 3, *args.size)

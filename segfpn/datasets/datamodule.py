@@ -10,6 +10,7 @@ from typing import Literal
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset
 
 from segfpn.datasets.ade20k import ADE20K_INFO, ADE20KDataset
@@ -19,7 +20,6 @@ from segfpn.datasets.image_folder import ImageFolder, collate_with_paths
 from segfpn.datasets.sampling import (
     EpochShuffleSampler,
     RepeatFactorSampler,
-    UnpaddedDistributedSampler,
     class_weights,
     repeat_factors,
 )
@@ -150,9 +150,9 @@ class ADE20KDataModule(L.LightningDataModule):
         return self.trainer.current_epoch if self.trainer is not None else None
 
     def _eval_loader(self, split: str) -> DataLoader:
-        """Under DDP every sample is evaluated exactly once (no padding duplicates, see UnpaddedDistributedSampler)."""
+        """Under DDP every sample is evaluated exactly once (no padding duplicates: UnrepeatedDistributedSampler)."""
         distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-        sampler = UnpaddedDistributedSampler(self.datasets[split]) if distributed else None
+        sampler = UnrepeatedDistributedSampler(self.datasets[split], shuffle=False) if distributed else None
         return self._loader(split, self.hparams.val_batch_size, sampler=sampler, collate_fn=pad_collate)
 
     def val_dataloader(self) -> DataLoader:

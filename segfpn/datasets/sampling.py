@@ -7,7 +7,7 @@ from typing import Literal
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, DistributedSampler, Sampler
+from torch.utils.data import Sampler
 
 from segfpn.errors import ConfigError
 
@@ -118,19 +118,3 @@ def class_weights(
     w = np.where(present, w, 0.0)
     w = w / w[present].mean() if present.any() else w
     return torch.as_tensor(w, dtype=torch.float32)
-
-
-class UnpaddedDistributedSampler(DistributedSampler):
-    """Evaluation sharding without duplicates: rank r gets samples r, r + world, r + 2 world, ...
-
-    torch's DistributedSampler pads every rank to the same length by repeating samples, which would count
-    those samples twice in a dataset-level metric; here ranks may differ by one sample instead.
-    """
-
-    def __init__(self, dataset: Dataset, num_replicas: int | None = None, rank: int | None = None) -> None:
-        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False, drop_last=False)
-        self.total_size = len(dataset)
-        self.num_samples = len(range(self.rank, self.total_size, self.num_replicas))
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(range(self.rank, self.total_size, self.num_replicas))

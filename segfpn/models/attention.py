@@ -10,6 +10,8 @@ from torch import nn
 from segfpn.errors import ConfigError
 
 AttentionName = Literal["se", "cbam"]
+# what SegmentationModel(attention=...) accepts besides None
+AttentionOption = Literal["se", "cbam", "none"]
 
 
 class SqueezeExcitation(nn.Module):

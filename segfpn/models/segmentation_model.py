@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import inspect
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -10,6 +11,7 @@ from timm.layers import PatchEmbed
 from torch import nn
 
 from segfpn.errors import ConfigError
+from segfpn.models.attention import AttentionOption
 from segfpn.models.backbone import TimmBackbone
 from segfpn.models.fpn import FPN, UpsampleMode
 from segfpn.models.head import NormName, SemanticFPNHead
@@ -27,11 +29,37 @@ class SegmentationModel(nn.Module):
     mmsegmentation's whole inference does, padding only what the backbone needs (a non-overlapping patch
     embedding pads to its patch size, like mmseg's ``PatchEmbed(padding="corner")``), and resizes the logits
     straight to the input size.
+
+    These are the model's architecture options, defined here only: ``SegmentationModule`` passes its extra
+    keyword arguments on to this class, and the CLI shows them as flat ``--model.<name>`` options with the help
+    lines below.
+
+    Args:
+        num_classes: number of output classes (the CLI takes it from the data).
+        backbone_name: timm model name of the backbone, e.g. ``convnext_tiny``, ``pvt_v2_b0``,
+            ``swin_tiny_patch4_window7_224``, ``resnet18`` (any timm model with 4 feature levels).
+        pretrained: load timm's pretrained backbone weights (downloads them unless cached).
+        pretrained_path: a local backbone checkpoint (.pth/.safetensors) to load instead of timm's weights.
+        img_size: input size the backbone is built for (Swin-style models only; other sizes still work).
+        frozen_stages: -1 trains everything; 0 freezes the stem; k freezes the stem and stages 1..k.
+        drop_path_rate: stochastic depth rate of the backbone.
+        fpn_channels: channels of every FPN level.
+        lateral_connections: 1x1 lateral convolutions from the backbone (False: the FPN sees only the top level).
+        top_down: add the upsampled coarser level to each finer one (False: levels stay independent).
+        upsample_mode: how the top-down path upsamples: ``nearest``, ``bilinear`` or ``transposed`` (learned).
+        attention: attention block after each FPN level: ``se`` (squeeze-excitation), ``cbam`` or null/``none``.
+        head_channels: channels of the Semantic FPN head's per-level branches.
+        norm: normalisation in the head: ``bn`` (BatchNorm) or ``gn`` (GroupNorm).
+        dropout: dropout before the classifier.
+        fusion: how the head merges its levels: ``sum`` (Semantic FPN) or ``attention`` (learned per-pixel
+            weights).
+        aux_classifiers: add a classifier on each FPN level (outputs ``p1``..``p4``, trained with
+            ``aux_loss_weight``).
     """
 
     def __init__(
         self,
-        num_classes: int = 150,
+        num_classes: int,
         backbone_name: str = "convnext_tiny",
         pretrained: bool = False,
         pretrained_path: str | None = None,
@@ -42,7 +70,7 @@ class SegmentationModel(nn.Module):
         lateral_connections: bool = True,
         top_down: bool = True,
         upsample_mode: UpsampleMode = "nearest",
-        attention: str | None = None,
+        attention: AttentionOption | None = None,
         head_channels: int = 128,
         norm: NormName = "bn",
         dropout: float = 0.1,
@@ -143,3 +171,10 @@ class SegmentationModel(nn.Module):
         logits = logits.contiguous()
         logits = F.interpolate(logits, size=(ph, pw), mode="bilinear", align_corners=False)
         return logits[..., :h, :w]
+
+
+def architecture_options(num_classes: int, options: dict[str, Any]) -> dict[str, Any]:
+    """Every argument of ``SegmentationModel(num_classes, **options)`` with the defaults filled in."""
+    bound = inspect.signature(SegmentationModel).bind(num_classes, **options)
+    bound.apply_defaults()
+    return dict(bound.arguments)

@@ -104,25 +104,37 @@ def crop_to_image(
     return feature[..., :rows, :cols]
 
 
+def level_names(count: int, strides: Sequence[int] | None = None) -> list[str]:
+    """Names of pyramid levels by their stride ("stride 4" ... "stride 32"); without ``strides``, the Semantic FPN
+    levels 4, 8, 16, 32 (finest first)."""
+    strides = list(strides) if strides is not None else [4 * 2**i for i in range(count)]
+    if len(strides) != count:
+        raise ValueError(f"level_names: {count} levels but {len(strides)} strides {strides}")
+    return [f"stride {s}" for s in strides]
+
+
 def plot_feature_maps(
     features: Sequence[torch.Tensor],
     channel: int = 0,
-    title: str = "P",
+    title: str = "FPN",
     save_path: str | Path | None = None,
     image_size: tuple[int, int] | None = None,
     input_size: tuple[int, int] | None = None,
+    strides: Sequence[int] | None = None,
 ) -> Figure:
-    """Per pyramid level: one channel (top row) and the channel-mean map (bottom row) of sample 0.
+    """Per pyramid level (named by its ``strides``, see :func:`level_names`): one channel (top row) and the
+    channel-mean map (bottom row) of sample 0; ``title`` names the maps (``FPN``, ``backbone``).
     With ``image_size`` and the padded ``input_size``, each map is cropped to the image (no padding band)."""
     fig, axes = plt.subplots(2, len(features), figsize=(3.6 * len(features), 6.5), squeeze=False)
-    for i, feat in enumerate(features):
+    for i, (feat, level) in enumerate(zip(features, level_names(len(features), strides))):
         f = crop_to_image(feat[0].detach().float().cpu(), image_size, input_size)
         axes[0, i].imshow(f[channel].numpy(), cmap="viridis")
-        axes[0, i].set_title(f"{title}{i} channel {channel} {tuple(f.shape[-2:])}")
+        axes[0, i].set_title(f"{level}: channel {channel} {tuple(f.shape[-2:])}")
         axes[1, i].imshow(f.mean(0).numpy(), cmap="magma")
-        axes[1, i].set_title(f"{title}{i} channel mean")
+        axes[1, i].set_title(f"{level}: channel mean")
         for ax in axes[:, i]:
             ax.axis("off")
+    fig.suptitle(f"{title} feature maps")
     fig.tight_layout()
     return _save(fig, save_path)
 
@@ -133,28 +145,33 @@ def plot_attention_maps(
     save_path: str | Path | None = None,
     image_size: tuple[int, int] | None = None,
     input_size: tuple[int, int] | None = None,
+    strides: Sequence[int] | None = None,
 ) -> Figure:
-    """Attention of sample 0: per FPN level its spatial map (CBAM) or channel gates (SE), and the head's
-    per-level fusion weights when present; spatial maps cropped to the image as in :func:`plot_feature_maps`."""
+    """Attention of sample 0: per FPN level (named by its stride) its spatial map (CBAM) or channel gates (SE),
+    and the head's per-level fusion weights when present; spatial maps cropped to the image as in
+    :func:`plot_feature_maps`."""
     n = len(level_maps) + (len(fusion[0]) if fusion is not None else 0)
     fig, axes = plt.subplots(1, max(n, 1), figsize=(3.4 * max(n, 1), 3.4), squeeze=False)
     axes = list(axes[0])
+    count = len(level_maps) or (len(fusion[0]) if fusion is not None else 0)
+    names = level_names(count, strides)
     for i, amap in enumerate(level_maps):
         a = amap[0].float().cpu()
         ax = axes.pop(0)
         if a.shape[-1] == 1 and a.shape[-2] == 1:  # channel gates
             ax.bar(range(a.shape[0]), a.flatten().numpy(), width=1.0)
-            ax.set_title(f"P{i} channel gates")
+            ax.set_title(f"{names[i]}: channel gates")
         else:
             ax.imshow(crop_to_image(a[0], image_size, input_size).numpy(), cmap="inferno", vmin=0, vmax=1)
-            ax.set_title(f"P{i} spatial attention")
+            ax.set_title(f"{names[i]}: spatial attention")
             ax.axis("off")
     if fusion is not None:
         for level, w in enumerate(fusion[0].float().cpu()):
             ax = axes.pop(0)
             ax.imshow(crop_to_image(w, image_size, input_size).numpy(), cmap="viridis", vmin=0, vmax=1)
-            ax.set_title(f"fusion weight P{level}")
+            ax.set_title(f"fusion weight, {names[level]}")
             ax.axis("off")
+    fig.suptitle("Attention per FPN level")
     fig.tight_layout()
     return _save(fig, save_path)
 
@@ -235,6 +252,7 @@ __all__ = [
     "colour_table",
     "crop_to_image",
     "denormalize",
+    "level_names",
     "overlay",
     "plot_attention_maps",
     "plot_confusion_matrix",
