@@ -111,26 +111,29 @@ class SegmentationModule(L.LightningModule):
         weights = torch.tensor(class_weight, dtype=torch.float) if isinstance(class_weight, list) else None
         if weights is not None and len(weights) != num_classes:
             raise ConfigError(f"model.class_weight has {len(weights)} values, expected num_classes={num_classes}")
-        self.criterion = CombinedLoss(loss, weights, ohem_thresh, ohem_min_kept, focal_gamma, loss_avg_non_ignore)
-        if class_weight is not None and "ce" not in self.criterion.terms:
-            raise ConfigError(f"model.class_weight applies to the 'ce' loss term, but model.loss={loss!r} has none")
-        self.aux_criterion = CrossEntropyLoss(avg_non_ignore=loss_avg_non_ignore)
-        # evaluation: the mean over labelled pixels, so that weighting batches by their labelled pixels is exact
-        self.eval_criterion = CrossEntropyLoss(avg_non_ignore=True)
-        self.inference = inference or InferenceConfig()
         self.dataset_info = DatasetInfo.from_dict(dataset_info) if dataset_info else DatasetInfo.generic(num_classes)
         if self.dataset_info.num_classes != num_classes:
             raise ConfigError(
                 f"model.num_classes={num_classes} but dataset {self.dataset_info.name!r} has "
                 f"{self.dataset_info.num_classes} classes"
             )
-        self.val_metrics = SegmentationMetrics(num_classes)
-        self.test_metrics = SegmentationMetrics(num_classes)
+        ignore = self.dataset_info.ignore_index
+        self.criterion = CombinedLoss(
+            loss, weights, ohem_thresh, ohem_min_kept, focal_gamma, loss_avg_non_ignore, ignore_index=ignore
+        )
+        if class_weight is not None and "ce" not in self.criterion.terms:
+            raise ConfigError(f"model.class_weight applies to the 'ce' loss term, but model.loss={loss!r} has none")
+        self.aux_criterion = CrossEntropyLoss(ignore_index=ignore, avg_non_ignore=loss_avg_non_ignore)
+        # evaluation: the mean over labelled pixels, so that weighting batches by their labelled pixels is exact
+        self.eval_criterion = CrossEntropyLoss(ignore_index=ignore, avg_non_ignore=True)
+        self.inference = inference or InferenceConfig()
+        self.val_metrics = SegmentationMetrics(num_classes, ignore)
+        self.test_metrics = SegmentationMetrics(num_classes, ignore)
         # evaluation CE as sum over labelled pixels / their count, synchronised like the confusion matrix
         self.val_loss = MeanMetric().set_dtype(torch.float64)
         self.test_loss = MeanMetric().set_dtype(torch.float64)
-        self.val_boundary = BoundaryIoU(num_classes) if boundary_iou else None
-        self.test_boundary = BoundaryIoU(num_classes) if boundary_iou else None
+        self.val_boundary = BoundaryIoU(num_classes, ignore_index=ignore) if boundary_iou else None
+        self.test_boundary = BoundaryIoU(num_classes, ignore_index=ignore) if boundary_iou else None
         self.last_scores: dict[str, torch.Tensor] = {}
         self._compiled = False
         if channels_last:
