@@ -97,8 +97,8 @@ def test_converted_cityscapes_fpn_logits_equal_mmseg(mmseg, tmp_path: Path) -> N
     assert ours.shape == expected.shape == (1, 19, 64, 128)
     diff = (ours - expected).abs().max().item()
     agreement = (ours.argmax(1) == expected.argmax(1)).float().mean().item()
-    print(
-        f"\nmmseg Cityscapes R-50 FPN, 64x128 image evaluated at 1024x2048: max|diff| {diff:.2e}, agreement {agreement}"
-    )
-    assert diff <= 1e-4 * max(1.0, scale)  # float32 sums over a 1024x2048 input
+    scale = expected.abs().max().item()
+    print(f"\nmmseg Cityscapes R-50 FPN, 64x128 evaluated at 1024x2048: max|diff| {diff:.2e} (max|logit| {scale:.1f})")
+    print(f"argmax agreement {agreement:.6f}")
+    assert diff <= 5e-5 * max(1.0, scale)  # float32 sums over a 1024x2048 input (measured 1.7e-5 relative)
     assert agreement > 0.999
