@@ -3,7 +3,9 @@ RGB-palette masks: the run's model, checkpoint and per-class results are those o
 
 from __future__ import annotations
 
+import inspect
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ import torch
 
 from segfpn.cli import run_cli
 from segfpn.datasets.cityscapes import CITYSCAPES_CLASSES
+from segfpn.datasets.datamodule import SegmentationDataModule
 from segfpn.datasets.synthetic_layouts import FOLDER_CLASSES
 from segfpn.runs import runs_newest_first
 
@@ -66,3 +69,16 @@ def test_fit_and_validate_carry_the_datasets_class_names(tmp_path: Path, dataset
     assert "sky" in seen  # the top band of every generated scene: scored in any layout
     if "classes" in record:  # written by ResultsWriter once it names the classes
         assert tuple(record["classes"]) == names
+
+
+def test_every_data_option_has_a_help_line_and_dataset_lists_its_choices(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        run_cli(["fit", "--help"])
+    text = capsys.readouterr().out
+    options = [name for name in inspect.signature(SegmentationDataModule).parameters]
+    for name in options:
+        # the help starts on the option's line (short names) or the next one
+        match = re.search(rf"\n  --data\.{name}(?: [A-Z_]+| \{{[^}}]*\}}| \[ITEM,\.\.\.\])?\s+(\S[^\n]*)", text)
+        assert match, f"--data.{name} not in the help"
+        assert not match.group(1).startswith("(type:"), f"--data.{name} has no help line"
+    assert "--data.dataset {ade20k,cityscapes,folder}" in text

@@ -117,10 +117,11 @@ class SegmentationDataModule(L.LightningDataModule):
         self.layout = get_layout(dataset)
         if data_root is None and not embedded:
             raise ConfigError(f"data.data_root is required (the {dataset} dataset's folder), or set data.embedded=true")
-        crops = (crop_size,) if isinstance(crop_size, int) else tuple(crop_size)
-        for name, value in (("batch_size", batch_size), ("val_batch_size", val_batch_size), ("crop_size", crops)):
-            if any(v < 1 for v in (value if isinstance(value, tuple) else (value,))):
-                raise ConfigError(f"data.{name} must be positive integers, got {value}")
+        for name, value in (("batch_size", batch_size), ("val_batch_size", val_batch_size)):
+            if value < 1:
+                raise ConfigError(f"data.{name} must be a positive integer, got {value}")
+        if min((crop_size,) if isinstance(crop_size, int) else crop_size) < 1:
+            raise ConfigError(f"data.crop_size must be a positive size or (height, width), got {crop_size}")
         if num_workers < 0:
             raise ConfigError(f"data.num_workers must be >= 0, got {num_workers}")
         if sampler not in ("random", "repeat_factor"):
