@@ -4,6 +4,7 @@ ADE20K layout has (tests/test_dataset.py), each on generated data in that layout
 from __future__ import annotations
 
 import shutil
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,8 +15,9 @@ from PIL import Image
 
 from segfpn.datasets.base import CorruptSampleError, SegmentationDataset
 from segfpn.datasets.cityscapes import CITYSCAPES_INFO, TRAIN_IDS, CityscapesDataset
-from segfpn.datasets.datamodule import ADE20KDataModule, SegmentationDataModule
+from segfpn.datasets.datamodule import ADE20KDataModule, DatasetName, SegmentationDataModule
 from segfpn.datasets.folder import FolderDataset, load_classes_file
+from segfpn.datasets.registry import LAYOUTS
 from segfpn.datasets.synthetic_layouts import FOLDER_CLASSES, generate_cityscapes, generate_folder
 from segfpn.errors import ConfigError, DataError
 
@@ -290,3 +292,7 @@ def test_datamodule_generates_and_loads_the_cityscapes_layout(tmp_path: Path) ->
     assert data.datasets["test"].split == "val"  # the test annotations are not public: test on val by default
     data.setup("predict")
     assert data.datasets["predict"].paths[0].name.endswith("_leftImg8bit.png")
+
+
+def test_the_dataset_choices_are_the_registered_layouts() -> None:
+    assert typing.get_args(DatasetName) == tuple(LAYOUTS)
