@@ -17,7 +17,7 @@ from segfpn.datasets.base import CorruptSampleError, SegmentationDataset
 from segfpn.datasets.cityscapes import CITYSCAPES_INFO, TRAIN_IDS, CityscapesDataset
 from segfpn.datasets.datamodule import ADE20KDataModule, DatasetName, SegmentationDataModule
 from segfpn.datasets.folder import FolderDataset, load_classes_file
-from segfpn.datasets.registry import LAYOUTS
+from segfpn.datasets.registry import LAYOUTS, open_dataset
 from segfpn.datasets.synthetic_layouts import FOLDER_CLASSES, generate_cityscapes, generate_folder
 from segfpn.errors import ConfigError, DataError
 
@@ -296,3 +296,12 @@ def test_datamodule_generates_and_loads_the_cityscapes_layout(tmp_path: Path) ->
 
 def test_the_dataset_choices_are_the_registered_layouts() -> None:
     assert typing.get_args(DatasetName) == tuple(LAYOUTS)
+
+
+def test_open_dataset_reads_any_layout_by_name(tmp_path: Path) -> None:
+    city, folder = cityscapes_layout(tmp_path), folder_layout(tmp_path)
+    assert open_dataset("cityscapes", city.root).pairs == city.build("val").pairs
+    opened = open_dataset("folder", folder.root, "train")
+    assert opened.classes == FOLDER_CLASSES.info.classes and opened.pairs == folder.build().pairs
+    with pytest.raises(ConfigError, match="data.dataset must be one of"):
+        open_dataset("coco", tmp_path)

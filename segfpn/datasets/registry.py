@@ -75,3 +75,13 @@ def folder_classes(root: Path, classes_file: str | None, embedded: bool) -> Fold
     if embedded:
         return FOLDER_CLASSES
     return load_classes_file(find_classes_file(root))
+
+
+def open_dataset(
+    name: str, root: str | Path, split: str | None = None, classes_file: str | None = None, on_error: OnError = "raise"
+) -> SegmentationDataset:
+    """Split ``split`` (default: the layout's validation split) of the ``name`` dataset at ``root``, with the
+    validation transform: for commands that read a dataset without a DataModule (class-stats, feature maps...)."""
+    layout = get_layout(name)
+    classes = folder_classes(Path(root), classes_file, embedded=False) if name == "folder" else None
+    return layout.build(Path(root), split or layout.splits[1], None, on_error, classes)
