@@ -9,26 +9,43 @@ import yaml
 from PIL import Image
 from tqdm import tqdm
 
-from segfpn.datasets import synthetic as ade
 from segfpn.datasets.cityscapes import ANNOTATION_SUFFIX, CITYSCAPES_PALETTE, IMAGE_SUFFIX, TRAIN_IDS
 from segfpn.datasets.folder import FolderClasses
 from segfpn.datasets.info import DatasetInfo
+from segfpn.datasets.synthetic import (
+    ADE20K_COLOURS,
+    BUILDING,
+    CAR,
+    FLOOR,
+    GRASS,
+    PERSON,
+    ROAD,
+    SKY,
+    TREE,
+    WALL,
+    WATER,
+    claim_folder,
+    finish_folder,
+    make_layout,
+    make_sample,
+    render,
+)
 
 # ADE20K value of a scene part -> Cityscapes labelId (water becomes "ground", an ignored id)
-TO_CITYSCAPES = {ade.SKY: 23, ade.WALL: 12, ade.BUILDING: 11, ade.FLOOR: 8, ade.ROAD: 7, ade.GRASS: 22,
-                 ade.WATER: 6, ade.TREE: 21, ade.PERSON: 24, ade.CAR: 26}  # fmt: skip
+TO_CITYSCAPES = {SKY: 23, WALL: 12, BUILDING: 11, FLOOR: 8, ROAD: 7, GRASS: 22,
+                 WATER: 6, TREE: 21, PERSON: 24, CAR: 26}  # fmt: skip
 SMALL_OBJECTS = (13, 17, 19, 20, 25, 27, 28, 31, 32, 33)  # fence, pole, lights, signs, rider, truck ... bicycle
 EGO_VEHICLE = 1  # an ignored id, drawn at the bottom like the real car bonnet
 CITY_COLOURS = {label_id: CITYSCAPES_PALETTE[train_id] for label_id, train_id in TRAIN_IDS.items()}
 
 # The folder demo's classes: the scene parts of the ADE20K generator, under their own names and colours.
-FOLDER_VALUES = (ade.SKY, ade.WALL, ade.BUILDING, ade.FLOOR, ade.TREE, ade.ROAD, ade.GRASS, ade.PERSON, ade.CAR,
-                 ade.WATER)  # fmt: skip
+FOLDER_VALUES = (SKY, WALL, BUILDING, FLOOR, TREE, ROAD, GRASS, PERSON, CAR,
+                 WATER)  # fmt: skip
 FOLDER_CLASSES = FolderClasses(
     DatasetInfo(
         name="embedded_folder",
         classes=("sky", "wall", "building", "floor", "tree", "road", "grass", "person", "car", "water"),
-        palette=tuple(ade.ADE20K_COLOURS[v] for v in FOLDER_VALUES),
+        palette=tuple(ADE20K_COLOURS[v] for v in FOLDER_VALUES),
     ),
     ignore_color=(0, 0, 0),
 )
@@ -36,12 +53,12 @@ FOLDER_CLASSES = FolderClasses(
 
 def cityscapes_sample(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     """(RGB image, labelIds annotation): a street scene using evaluated ids plus ignored ones (0, 1, 6)."""
-    ann = np.asarray([0, *[TO_CITYSCAPES.get(v, 0) for v in range(1, 256)]], np.uint8)[ade.make_layout(rng, h, w)]
+    ann = np.asarray([0, *[TO_CITYSCAPES.get(v, 0) for v in range(1, 256)]], np.uint8)[make_layout(rng, h, w)]
     for _ in range(rng.integers(1, 4)):
         y, x = int(rng.integers(0, h - h // 6)), int(rng.integers(0, w - w // 10))
         ann[y : y + h // 6, x : x + w // 10] = rng.choice(SMALL_OBJECTS)
     ann[h - max(h // 16, 1) :] = EGO_VEHICLE
-    return ade.render(ann, CITY_COLOURS, rng), ann
+    return render(ann, CITY_COLOURS, rng), ann
 
 
 def generate_cityscapes(
@@ -52,7 +69,7 @@ def generate_cityscapes(
     two cities per split; skipped if already complete, refused in a folder of images it did not write."""
     root = Path(root)
     signature = f"cityscapes {counts} {seed} {shape}"
-    if ade.claim_folder(root, signature, "leftImg8bit/*/*/*"):
+    if claim_folder(root, signature, "leftImg8bit/*/*/*"):
         return root
     for offset, (split, count) in enumerate(zip(("train", "val", "test"), counts, strict=True)):
         for kind in ("leftImg8bit", "gtFine"):
@@ -67,7 +84,7 @@ def generate_cityscapes(
                 Image.fromarray(pixels).save(root / kind / split / city / f"{name}{suffix}.png")
             colour = np.asarray([CITY_COLOURS.get(v, (0, 0, 0)) for v in range(256)], np.uint8)[ann]
             Image.fromarray(colour).save(root / "gtFine" / split / city / f"{name}_gtFine_color.png")
-    ade.finish_folder(root, signature)
+    finish_folder(root, signature)
     return root
 
 
@@ -79,7 +96,7 @@ def generate_folder(
     (the folder layout, :data:`FOLDER_CLASSES`; "other" pixels are black, the ignore colour)."""
     root = Path(root)
     signature = f"folder {counts} {seed} {size_range}"
-    if ade.claim_folder(root, signature, "images/*/*"):
+    if claim_folder(root, signature, "images/*/*"):
         return root
     info = FOLDER_CLASSES.info
     classes = [{"name": n, "color": list(c)} for n, c in zip(info.classes, info.palette, strict=True)]
@@ -95,8 +112,8 @@ def generate_folder(
             for stale in (root / kind / split).glob("sample_*"):
                 stale.unlink()
         for i in tqdm(range(count), desc=f"synthetic folder {split}", disable=not progress):
-            image, ann = ade.make_sample(np.random.default_rng(seed * 10_000_019 + offset * 1_000_000 + i), size_range)
+            image, ann = make_sample(np.random.default_rng(seed * 10_000_019 + offset * 1_000_000 + i), size_range)
             Image.fromarray(image).save(root / "images" / split / f"sample_{i:04d}.jpg", quality=92)
             Image.fromarray(colours[ann]).save(root / "masks" / split / f"sample_{i:04d}.png")
-    ade.finish_folder(root, signature)
+    finish_folder(root, signature)
     return root
