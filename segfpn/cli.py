@@ -23,7 +23,7 @@ from segfpn import runs
 from segfpn.callbacks import BestAndLastCheckpoint, GradientMonitor, PredictionWriter, ResultsWriter, WandbMedia
 from segfpn.checkpoint_file import check_checkpoint_file
 from segfpn.checkpoint_io import AtomicCheckpointIO, newest_good_checkpoint
-from segfpn.datasets.datamodule import ADE20KDataModule
+from segfpn.datasets.datamodule import SegmentationDataModule
 from segfpn.datasets.info import DatasetInfo
 from segfpn.errors import CheckpointError, ConfigError, debug_requested, handle_errors
 from segfpn.evaluation_files import EvaluationFiles
@@ -320,7 +320,7 @@ def run_cli(args: list[str] | None = None) -> SegFPNCLI:
         with recording_stop_signals() if argv[:1] == ["fit"] else contextlib.nullcontext():
             return SegFPNCLI(
                 SegmentationModule,
-                ADE20KDataModule,
+                SegmentationDataModule,
                 args=args,
                 save_config_callback=TimestampedSaveConfig,
                 save_config_kwargs={"overwrite": True},

@@ -6,23 +6,23 @@ import inspect
 from pathlib import Path
 
 from segfpn.checkpoint_file import load_checkpoint
-from segfpn.datasets.datamodule import ADE20KDataModule
+from segfpn.datasets.datamodule import SegmentationDataModule
 from segfpn.errors import ConfigError
 from segfpn.module import SegmentationModule
 
 
 def load_trained(
     ckpt: str | Path, data_root: str | None = None, device: str = "cpu"
-) -> tuple[SegmentationModule, ADE20KDataModule]:
+) -> tuple[SegmentationModule, SegmentationDataModule]:
     """The module (eval mode, on ``device``) and a DataModule with the checkpoint's data settings; the module's
     ``dataset_info`` (saved in the checkpoint) is the class metadata, and the data must have the same classes."""
     ckpt = Path(ckpt)
     saved = load_checkpoint(ckpt).get("datamodule_hyper_parameters", {})
     module = SegmentationModule.load_from_checkpoint(ckpt, map_location=device, weights_only=True).eval()
-    accepted = inspect.signature(ADE20KDataModule).parameters
+    accepted = inspect.signature(SegmentationDataModule).parameters
     settings = {k: v for k, v in saved.items() if k in accepted}
     settings.update(num_workers=0, **({"data_root": data_root} if data_root else {}))
-    data = ADE20KDataModule(**settings)
+    data = SegmentationDataModule(**settings)
     trained, found = module.dataset_info, data.dataset_info
     if (trained.num_classes, trained.ignore_index) != (found.num_classes, found.ignore_index):
         raise ConfigError(

@@ -115,7 +115,7 @@ def data_num_classes(section: Any, init_args: dict[str, Any]) -> int:
         module, _, name = class_path.rpartition(".")
         datamodule_cls = getattr(importlib.import_module(module), name)
     else:
-        from segfpn.datasets.datamodule import ADE20KDataModule as datamodule_cls  # the CLI's default
+        from segfpn.datasets.datamodule import SegmentationDataModule as datamodule_cls  # the CLI's default
 
     return int(datamodule_cls(**init_args).num_classes)
 

@@ -21,7 +21,7 @@ SPLITS = {"train": "fit", "val": "validate", "test": "test"}
 
 def data_section(configs: list[Path]) -> tuple[str, dict[str, Any]]:
     """The DataModule class path and init arguments of LightningCLI config files (later files win)."""
-    class_path, init_args = "segfpn.datasets.datamodule.ADE20KDataModule", {}
+    class_path, init_args = "segfpn.datasets.datamodule.SegmentationDataModule", {}
     for path in configs:
         try:
             data = (yaml.safe_load(path.read_text()) or {}).get("data") or {}

@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 
 from segfpn.datasets.class_stats import plot_class_distribution, write_class_stats_csv
-from segfpn.datasets.datamodule import ADE20KDataModule
+from segfpn.datasets.datamodule import SegmentationDataModule
 from segfpn.errors import ConfigError
 
 
@@ -29,7 +29,7 @@ def data_settings(config: Path | None, data_root: Path | None) -> dict:
         settings = dict(data.get("init_args", data))
     if data_root is not None:
         settings["data_root"] = str(data_root)
-    accepted = inspect.signature(ADE20KDataModule).parameters
+    accepted = inspect.signature(SegmentationDataModule).parameters
     unknown = sorted(set(settings) - set(accepted))
     if unknown:
         raise ConfigError(
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/class_stats"))
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args(argv)
-    data = ADE20KDataModule(**{**data_settings(args.config, args.data_root), "num_workers": args.workers})
+    data = SegmentationDataModule(**{**data_settings(args.config, args.data_root), "num_workers": args.workers})
     data.prepare_data()
     split = "training" if args.split in ("training", "train") else "validation"
     stats = data.class_stats(split)

@@ -1,10 +1,13 @@
-"""ADE20K data: dataset, albumentations recipe, DataModule, class statistics, embedded demo data."""
+"""Datasets (ADE20K, Cityscapes, your own folder data), albumentations recipe, DataModule, class statistics,
+embedded demo data."""
 
 from segfpn.constants import IMAGENET_MEAN, IMAGENET_STD
 from segfpn.datasets.ade20k import ADE20K_INFO, IGNORE_INDEX, NUM_CLASSES, ADE20KDataset
 from segfpn.datasets.ade20k_classes import ADE20K_CLASSES, ADE20K_PALETTE
 from segfpn.datasets.base import CorruptSampleError, SegmentationDataset
-from segfpn.datasets.datamodule import ADE20KDataModule
+from segfpn.datasets.cityscapes import CITYSCAPES_INFO, CityscapesDataset
+from segfpn.datasets.datamodule import ADE20KDataModule, SegmentationDataModule
+from segfpn.datasets.folder import FolderDataset, load_classes_file
 from segfpn.datasets.info import DatasetInfo
 from segfpn.datasets.sampling import RepeatFactorSampler, class_weights, repeat_factors
 from segfpn.datasets.synthetic import generate_dataset
@@ -15,6 +18,11 @@ __all__ = [
     "ADE20KDataset",
     "ADE20K_CLASSES",
     "ADE20K_INFO",
+    "CITYSCAPES_INFO",
+    "CityscapesDataset",
+    "FolderDataset",
+    "SegmentationDataModule",
+    "load_classes_file",
     "DatasetInfo",
     "SegmentationDataset",
     "ADE20K_PALETTE",

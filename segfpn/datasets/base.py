@@ -11,7 +11,7 @@ import multiprocessing
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import numpy as np
 import torch
@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 OnError = Literal["raise", "skip"]
+T = TypeVar("T")
 
 
 class CorruptSampleError(UserError, RuntimeError):
@@ -76,11 +77,12 @@ def match_pairs(
     skipped: list[str] | None = None,
     image_suffixes: tuple[str, ...] = IMAGE_SUFFIXES,
     annotation_suffixes: tuple[str, ...] = (".png",),
-    image_key: Callable[[str], str] = str,
-    annotation_key: Callable[[str], str] = str,
+    image_key: Callable[[str], str | None] = str,
+    annotation_key: Callable[[str], str | None] = str,
 ) -> list[tuple[Path, Path]]:
     """(image, annotation) paths, sorted, matched by their path relative to each folder without extension
-    (subfolders included, as mmseg), after ``image_key``/``annotation_key`` (e.g. strip ``_leftImg8bit``).
+    (subfolders included, as mmseg), after ``image_key``/``annotation_key`` (e.g. strip ``_leftImg8bit``; a key
+    function returning ``None`` leaves the file out, e.g. Cityscapes' ``*_color.png`` beside its annotations).
 
     Raises naming the folder, the unpaired files or the duplicated names (``description`` names the dataset and
     split in messages). Dangling or looping symlinks and empty files raise, or with ``on_error="skip"`` are left
@@ -88,10 +90,10 @@ def match_pairs(
     """
     images = list_files(image_dir, image_suffixes)
     annotations = list_files(annotation_dir, annotation_suffixes)
-    image_files = {image_key(k): p for k, p in images.files.items()}
-    annotation_files = {annotation_key(k): p for k, p in annotations.files.items()}
-    problems = {annotation_key(k): m for k, m in annotations.broken.items()}
-    problems.update({image_key(k): m for k, m in images.broken.items()})
+    image_files = _keyed(images.files, image_key)
+    annotation_files = _keyed(annotations.files, annotation_key)
+    problems = _keyed(annotations.broken, annotation_key)
+    problems.update(_keyed(images.broken, image_key))
     for key, path in sorted({**annotation_files, **image_files}.items()):
         if path.stat().st_size == 0:
             problems.setdefault(key, f"empty file {str(path)!r}")
@@ -113,6 +115,10 @@ def match_pairs(
             f"{without_ann[:5]}, {len(without_img)} annotations without image {without_img[:5]}"
         )
     return [(image_files[k], annotation_files[k]) for k in sorted(image_files)]
+
+
+def _keyed(entries: dict[str, T], key: Callable[[str], str | None]) -> dict[str, T]:
+    return {k: v for k, v in ((key(name), value) for name, value in entries.items()) if k is not None}
 
 
 def require_folder(path: Path, what: str | None, layout: str) -> None:

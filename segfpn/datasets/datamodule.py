@@ -1,9 +1,11 @@
-"""ADE20KDataModule: loaders for Lightning, on a real ADEChallengeData2016 folder or the embedded data."""
+"""SegmentationDataModule: loaders for Lightning on a dataset of any registered layout, real or embedded."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -13,18 +15,19 @@ import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset
 
-from segfpn.datasets.ade20k import ADE20K_INFO, ADE20KDataset
+from segfpn.datasets.base import SegmentationDataset
 from segfpn.datasets.class_stats import compute_class_stats
 from segfpn.datasets.collate import pad_collate
 from segfpn.datasets.image_folder import ImageFolder, collate_with_paths
+from segfpn.datasets.info import DatasetInfo
+from segfpn.datasets.registry import folder_classes, get_layout
 from segfpn.datasets.sampling import (
     EpochShuffleSampler,
     RepeatFactorSampler,
     class_weights,
     repeat_factors,
 )
-from segfpn.datasets.synthetic import generate_dataset
-from segfpn.datasets.transforms import train_transform
+from segfpn.datasets.transforms import train_transform, val_transform
 from segfpn.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -48,78 +51,120 @@ def seed_transform(dataset: Dataset, seed: int) -> None:
         transform.set_random_seed(seed)
 
 
-class ADE20KDataModule(L.LightningDataModule):
-    """Train/val/test/predict loaders for ADE20K.
+DatasetName = Literal["ade20k", "cityscapes", "folder"]
+
+
+class SegmentationDataModule(L.LightningDataModule):
+    """Train/val/test/predict loaders for a dataset layout (ADE20K, Cityscapes or your own folder data).
 
     Args:
-        data_root: the ``ADEChallengeData2016`` folder. With ``embedded=True`` it defaults to
-            ``data/embedded_ade20k`` and the synthetic dataset is written there on first use.
-        embedded: use the generated, download-free dataset (see ``segfpn.datasets.synthetic``).
-        batch_size: training images per process and step; ``val_batch_size`` for evaluation
-            (1 evaluates every image at its own size, as mmsegmentation does).
-        crop_size, scale, ratio_range, cat_max_ratio: the training augmentation recipe.
-        sampler: ``random`` or ``repeat_factor`` (class-balanced, threshold ``repeat_threshold``).
-        test_split: split used by ``test`` (ADE20K's test annotations are not public).
+        data_root: the dataset's root folder. With ``embedded=true`` it defaults to ``data/embedded_<dataset>``
+            and the generated dataset is written there on first use.
+        dataset: the layout of ``data_root``: ``ade20k`` (ADEChallengeData2016), ``cityscapes``
+            (leftImg8bit/ + gtFine/, labelIds mapped to the 19 train ids) or ``folder`` (images/<split>/ +
+            masks/<split>/ with a classes file; README, "Your own data").
+        classes_file: the folder layout's classes (YAML or CSV); default ``<data_root>/classes.yaml`` (or
+            ``.csv``). Only for ``dataset=folder``.
+        train_split: split folder used by ``fit`` (default: training / train, by layout).
+        val_split: split folder used for validation (default: validation / val, by layout).
+        test_split: split folder used by ``test`` (default: the validation split; ADE20K's and Cityscapes'
+            test annotations are not public).
+        embedded: use generated, download-free data in the chosen layout (see ``segfpn.datasets.synthetic``).
+        embedded_num_train: training images of the embedded data.
+        embedded_num_val: validation (and Cityscapes test) images of the embedded data.
+        batch_size: training images per process and step.
+        val_batch_size: evaluation images per batch (1 evaluates every image at its own size, as mmseg does).
+        num_workers: DataLoader worker processes (0: load in the main process).
+        crop_size: training crop, one size or (height, width), e.g. [512, 1024] for Cityscapes.
+        scale: (long side, short side) that training images are resized to fit before the random ratio.
+        ratio_range: (min, max) random factor applied to ``scale``.
+        cat_max_ratio: re-draw a crop (up to 10 times) while one class covers more than this fraction of it.
+        photometric: random brightness/contrast/saturation/hue distortion (mmseg's PhotoMetricDistortion).
+        sampler: ``random`` (shuffle) or ``repeat_factor`` (class-balanced, threshold ``repeat_threshold``).
+        repeat_threshold: class image frequency below which images of that class are repeated.
         predict_dir: image file or folder for ``predict`` (default: the validation images).
         on_error: ``raise`` on a corrupt sample, or ``skip`` it with a warning.
+        pin_memory: pin batches in page-locked memory (only with a GPU).
+        seed: seed of the sampler order and of the embedded data.
     """
 
     def __init__(
         self,
         data_root: str | None = None,
+        dataset: DatasetName = "ade20k",
+        classes_file: str | None = None,
+        train_split: str | None = None,
+        val_split: str | None = None,
+        test_split: str | None = None,
         embedded: bool = False,
         embedded_num_train: int = 64,
         embedded_num_val: int = 16,
         batch_size: int = 16,
         val_batch_size: int = 1,
         num_workers: int = 4,
-        crop_size: int = 512,
+        crop_size: int | tuple[int, int] = 512,
         scale: tuple[int, int] = (2048, 512),
         ratio_range: tuple[float, float] = (0.5, 2.0),
         cat_max_ratio: float = 0.75,
         photometric: bool = True,
         sampler: Literal["random", "repeat_factor"] = "random",
         repeat_threshold: float = 0.01,
-        test_split: str = "validation",
         predict_dir: str | None = None,
         on_error: Literal["raise", "skip"] = "raise",
         pin_memory: bool = True,
         seed: int = 0,
     ) -> None:
         super().__init__()
+        self.layout = get_layout(dataset)
         if data_root is None and not embedded:
-            raise ConfigError("data.data_root is required (the ADEChallengeData2016 folder), or set data.embedded=true")
-        for name, value in (("batch_size", batch_size), ("val_batch_size", val_batch_size), ("crop_size", crop_size)):
+            raise ConfigError(f"data.data_root is required (the {dataset} dataset's folder), or set data.embedded=true")
+        for name, value in (("batch_size", batch_size), ("val_batch_size", val_batch_size)):
             if value < 1:
                 raise ConfigError(f"data.{name} must be a positive integer, got {value}")
+        if min((crop_size,) if isinstance(crop_size, int) else crop_size) < 1:
+            raise ConfigError(f"data.crop_size must be a positive size or (height, width), got {crop_size}")
         if num_workers < 0:
             raise ConfigError(f"data.num_workers must be >= 0, got {num_workers}")
         if sampler not in ("random", "repeat_factor"):
             raise ConfigError(f"data.sampler must be 'random' or 'repeat_factor', got {sampler!r}")
+        if classes_file is not None and dataset != "folder":
+            raise ConfigError(f"data.classes_file is for data.dataset=folder; {dataset} has its own classes")
         self.save_hyperparameters()
-        self.data_root = Path(data_root or "data/embedded_ade20k")
-        self.dataset_info = ADE20K_INFO
+        self.data_root = Path(data_root or self.layout.default_embedded_root)
+        default_train, default_val, default_test = self.layout.splits
+        self.splits = {"train": train_split or default_train, "val": val_split or default_val}
+        self.splits["test"] = test_split or (val_split or default_test)
+        # known before any image is read: the CLI links it into the model at instantiation
+        self.classes = folder_classes(self.data_root, classes_file, embedded) if dataset == "folder" else None
+        self.dataset_info: DatasetInfo = self.classes.info if self.classes is not None else self.layout.info
         self.num_classes = self.dataset_info.num_classes
         self.datasets: dict[str, Dataset] = {}
 
     def prepare_data(self) -> None:
-        if self.hparams.embedded:
-            generate_dataset(
-                self.data_root, self.hparams.embedded_num_train, self.hparams.embedded_num_val, seed=self.hparams.seed
-            )
+        hp = self.hparams
+        if hp.embedded:
+            self.layout.generate(self.data_root, hp.embedded_num_train, hp.embedded_num_val, hp.seed)
+
+    def build_dataset(self, split: str, transform: Callable | None = None) -> SegmentationDataset:
+        """The dataset of split folder ``split`` in this layout (``transform`` default: the validation one)."""
+        if transform is None:
+            transform = val_transform(self.dataset_info.mean, self.dataset_info.std)
+        return self.layout.build(self.data_root, split, transform, self.hparams.on_error, self.classes)
 
     def setup(self, stage: str | None = None) -> None:
-        hp = self.hparams
+        hp, info = self.hparams, self.dataset_info
         if stage in ("fit", None) and "train" not in self.datasets:
-            transform = train_transform(hp.crop_size, hp.scale, hp.ratio_range, hp.cat_max_ratio, hp.photometric)
-            self.datasets["train"] = ADE20KDataset(self.data_root, "training", transform, on_error=hp.on_error)
-        if stage in ("fit", "validate", None) and "val" not in self.datasets:
-            self.datasets["val"] = ADE20KDataset(self.data_root, "validation", on_error=hp.on_error)
-        if stage in ("test", None) and "test" not in self.datasets:
-            self.datasets["test"] = ADE20KDataset(self.data_root, hp.test_split, on_error=hp.on_error)
+            transform = train_transform(
+                hp.crop_size, hp.scale, hp.ratio_range, hp.cat_max_ratio, hp.photometric,
+                mean=info.mean, std=info.std, ignore_index=info.ignore_index,
+            )  # fmt: skip
+            self.datasets["train"] = self.build_dataset(self.splits["train"], transform)
+        for split, stages in (("val", ("fit", "validate", None)), ("test", ("test", None))):
+            if stage in stages and split not in self.datasets:
+                self.datasets[split] = self.build_dataset(self.splits[split])
         if stage == "predict" and "predict" not in self.datasets:
-            folder = hp.predict_dir or self.data_root / "images" / "validation"
-            self.datasets["predict"] = ImageFolder(folder)
+            folder = hp.predict_dir or self.data_root / self.layout.image_dir.format(split=self.splits["val"])
+            self.datasets["predict"] = ImageFolder(folder, self.dataset_info.mean, self.dataset_info.std)
 
     def _loader(self, split: str, batch_size: int, shuffle: bool = False, **kwargs) -> DataLoader:
         workers = self.hparams.num_workers
@@ -144,7 +189,7 @@ class ADE20KDataModule(L.LightningDataModule):
             sampler = EpochShuffleSampler(len(self.datasets["train"]), hp.seed, epoch_fn)
         if hp.num_workers == 0:  # workers are seeded by seed_worker; the main process, like them, from torch's seed
             seed_transform(self.datasets["train"], torch.initial_seed() % 2**32)
-        return self._loader("train", hp.batch_size, sampler=sampler, drop_last=True, collate_fn=pad_collate)
+        return self._loader("train", hp.batch_size, sampler=sampler, drop_last=True, collate_fn=self._collate)
 
     def _trainer_epoch(self) -> int | None:
         return self.trainer.current_epoch if self.trainer is not None else None
@@ -153,7 +198,7 @@ class ADE20KDataModule(L.LightningDataModule):
         """Under DDP every sample is evaluated exactly once (no padding duplicates: UnrepeatedDistributedSampler)."""
         distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
         sampler = UnrepeatedDistributedSampler(self.datasets[split], shuffle=False) if distributed else None
-        return self._loader(split, self.hparams.val_batch_size, sampler=sampler, collate_fn=pad_collate)
+        return self._loader(split, self.hparams.val_batch_size, sampler=sampler, collate_fn=self._collate)
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader("val")
@@ -164,16 +209,27 @@ class ADE20KDataModule(L.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         return self._loader("predict", 1, collate_fn=collate_with_paths)
 
+    @property
+    def _collate(self) -> Callable:
+        """Batches padded with the dataset's ignore index (a partial: cheap to send to worker processes)."""
+        return functools.partial(pad_collate, ignore_index=self.dataset_info.ignore_index)
+
     def report_skipped(self) -> int:
         """Warn about corrupt samples skipped in any split so far (``on_error="skip"``); returns their number."""
-        return sum(ds.report_skipped() for ds in self.datasets.values() if isinstance(ds, ADE20KDataset))
+        return sum(ds.report_skipped() for ds in self.datasets.values() if isinstance(ds, SegmentationDataset))
 
-    def class_stats(self, split: str = "training"):
-        """Per-class pixel/image counts of a split (cached; see ``segfpn.datasets.class_stats``)."""
-        key = "train" if split == "training" else "val"
-        dataset = self.datasets.get(key) or ADE20KDataset(self.data_root, split)
+    def class_stats(self, split: str | None = None):
+        """Per-class pixel/image counts of a split (default: the training split; cached, see
+        ``segfpn.datasets.class_stats``)."""
+        split = split or self.splits["train"]
+        key = next((k for k, name in self.splits.items() if name == split and k in self.datasets), None)
+        dataset = self.datasets[key] if key is not None else self.build_dataset(split)
         return compute_class_stats(dataset, num_workers=self.hparams.num_workers)
 
     def class_weights(self, method: str = "inverse_log") -> torch.Tensor:
         """Loss weights per class from the training split's pixel counts."""
         return class_weights(self.class_stats().pixels, method)
+
+
+# the name of older configs and of the course; ``dataset`` defaults to ade20k and ``data_root`` stays first
+ADE20KDataModule = SegmentationDataModule

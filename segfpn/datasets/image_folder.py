@@ -7,27 +7,29 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from segfpn.datasets.base import load_image
+from segfpn.constants import IMAGENET_MEAN, IMAGENET_STD
+from segfpn.datasets.base import IMAGE_SUFFIXES, load_image
 from segfpn.datasets.transforms import val_transform
 from segfpn.errors import ConfigError, DataError
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-
 
 class ImageFolder(Dataset):
-    """``(image, path)`` for every image file in ``root`` (sorted), normalised like validation images."""
+    """``(image, path)`` for every image file in ``root`` and its subfolders (sorted, e.g. Cityscapes' cities),
+    normalised like validation images with ``mean``/``std`` (0..255 scale)."""
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(
+        self, root: str | Path, mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD
+    ) -> None:
         root = Path(root)
         if root.is_file():
             self.paths = [root]
         elif root.is_dir():
-            self.paths = sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            self.paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
         else:
             raise DataError(f"predict_dir {str(root)!r} is neither an image file nor a folder")
         if not self.paths:
             raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {str(root)!r}")
-        self.transform = val_transform()
+        self.transform = val_transform(mean, std)
 
     def __len__(self) -> int:
         return len(self.paths)
