@@ -9,6 +9,7 @@ import lightning
 import yaml
 
 from segfpn.checkpoint_io import atomic_save
+from segfpn.datasets.registry import get_layout, layout_with_classes
 from segfpn.models.convert import Conversion
 
 # The evaluation protocol of the code behind each layout's published numbers.
@@ -49,16 +50,16 @@ def save_converted(conversion: Conversion, ckpt_path: str | Path, source: str | 
 
 
 def validate_command(ckpt_path: Path, config_path: Path) -> str:
-    """The command that evaluates the converted checkpoint on ADE20K val."""
-    return (
-        f"segfpn validate --config {config_path} --ckpt_path {ckpt_path} --data.data_root /path/to/ADEChallengeData2016"
-    )
+    """The command that evaluates the converted checkpoint on its dataset's validation split."""
+    return f"segfpn validate --config {config_path} --ckpt_path {ckpt_path} --data.data_root /path/to/dataset"
 
 
 def _config_yaml(conversion: Conversion, ckpt_path: Path, source: str | Path) -> str:
     model: dict[str, Any] = {k: v for k, v in conversion.model_args.items() if k != "num_classes"}
     model["pretrained"] = False
-    inference: dict[str, Any] = {"mode": "whole", "test_scale": [2048, 512], "scales": [1.0], "flip": False}
+    dataset = layout_with_classes(conversion.model_args.get("num_classes", 0))
+    test_scale = list(get_layout(dataset).test_scale) if dataset else [2048, 512]
+    inference: dict[str, Any] = {"mode": "whole", "test_scale": test_scale, "scales": [1.0], "flip": False}
     protocol = PROTOCOLS.get(conversion.layout)
     if protocol:
         inference["protocol"] = protocol
@@ -66,7 +67,7 @@ def _config_yaml(conversion: Conversion, ckpt_path: Path, source: str | Path) ->
     config = {
         "trainer": {"default_root_dir": f"runs/converted/{ckpt_path.stem}"},
         "model": model,
-        "data": {"val_batch_size": 1},
+        "data": {"val_batch_size": 1, **({"dataset": dataset} if dataset else {})},
     }
     header = [
         f"# Converted by `segfpn convert` from {source or 'a checkpoint'} ({conversion.layout}).",
@@ -75,6 +76,9 @@ def _config_yaml(conversion: Conversion, ckpt_path: Path, source: str | Path) ->
         "# Multi-scale + flip as mmseg's aug_test: --model.inference.scales=[0.5,0.75,1.0,1.25,1.5,1.75] "
         "--model.inference.flip=true",
     ]
-    if conversion.model_args.get("num_classes") != 150:
-        header.append(f"# num_classes={conversion.model_args.get('num_classes')}: segfpn's data module is ADE20K's 150")
+    if dataset is None:
+        header.append(
+            f"# num_classes={conversion.model_args.get('num_classes')}: no registered dataset has this many classes; "
+            "use data.dataset=folder with a classes file of that length"
+        )
     return "\n".join(header) + "\n" + yaml.safe_dump(config, sort_keys=False)

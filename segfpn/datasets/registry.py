@@ -24,7 +24,7 @@ class Layout:
     layout's classes, else ``None``); ``generate(root, num_train, num_val, seed)`` writes its embedded data;
     ``info`` describes it (``None``: read from the folder layout's classes file); ``splits`` are the default
     (train, val, test) split names; ``image_dir`` the images of a split, relative to the root (the default
-    ``predict_dir``)."""
+    ``predict_dir``); ``test_scale`` the evaluation scale of its published recipes (mmseg's test Resize)."""
 
     build: Callable[[Path, str, Callable | None, OnError, FolderClasses | None], SegmentationDataset]
     generate: Callable[[Path, int, int, int], Path]
@@ -32,6 +32,7 @@ class Layout:
     image_dir: str
     default_embedded_root: str
     info: DatasetInfo | None = None
+    test_scale: tuple[int, int] = (2048, 512)
 
 
 LAYOUTS: dict[str, Layout] = {
@@ -50,6 +51,7 @@ LAYOUTS: dict[str, Layout] = {
         image_dir="leftImg8bit/{split}",
         default_embedded_root="data/embedded_cityscapes",
         info=CITYSCAPES_INFO,
+        test_scale=(2048, 1024),
     ),
     "folder": Layout(
         build=lambda root, split, transform, on_error, names: FolderDataset(root, split, names, transform, on_error),
@@ -66,6 +68,13 @@ def get_layout(name: str) -> Layout:
     if name not in LAYOUTS:
         raise ConfigError(f"data.dataset must be one of {sorted(LAYOUTS)}, got {name!r}")
     return LAYOUTS[name]
+
+
+def layout_with_classes(num_classes: int) -> str | None:
+    """The name of the first registered layout with ``num_classes`` classes (a converted checkpoint's data)."""
+    return next(
+        (name for name, layout in LAYOUTS.items() if layout.info and layout.info.num_classes == num_classes), None
+    )
 
 
 def folder_classes(root: Path, classes_file: str | None, embedded: bool) -> FolderClasses:

@@ -10,6 +10,7 @@ import pytest
 import torch
 import yaml
 
+from segfpn.analysis.convert import save_converted
 from segfpn.datasets.cityscapes import CITYSCAPES_INFO, CityscapesDataset
 from segfpn.datasets.synthetic_layouts import generate_cityscapes
 from segfpn.inference import InferenceConfig, predict_logits
@@ -79,6 +80,10 @@ def test_converted_cityscapes_fpn_logits_equal_mmseg(mmseg, tmp_path: Path) -> N
     assert conversion.unmapped == {} and conversion.unfilled == []
     assert conversion.model_args["num_classes"] == 19 and conversion.model_args["backbone_name"] == "resnet50c"
     assert conversion.classes == list(CITYSCAPES_INFO.classes)
+    _, config_path = save_converted(conversion, tmp_path / "fpn_r50_cityscapes.ckpt")
+    written = yaml.safe_load(config_path.read_text())  # the config `segfpn convert` writes beside the checkpoint
+    assert written["data"]["dataset"] == "cityscapes"
+    assert written["model"]["inference"]["test_scale"] == [2048, 1024]
     model = SegmentationModel(**conversion.model_args)
     model.load_state_dict(conversion.state_dict)
     model.eval()
