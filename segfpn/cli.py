@@ -41,6 +41,7 @@ TOOLS = {
     "analyze": "segfpn.commands.analyze:main",
     "report": "segfpn.commands.report:main",
     "convert": "segfpn.commands.convert:main",
+    "export": "segfpn.commands.export:main",
 }
 
 
