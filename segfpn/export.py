@@ -19,6 +19,7 @@ import json
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -157,6 +158,28 @@ def read_metadata(path: str | Path, format: Format) -> dict:
     return json.loads(props[METADATA_KEY])
 
 
+@dataclass(frozen=True)
+class Parity:
+    """How far exported logits are from PyTorch's: max abs difference, argmax agreement (fraction of pixels), and
+    the disagreeing pixels that are not float ties (PyTorch's top-2 margin there exceeds twice the max difference:
+    a real error; 0 when every disagreement is a near-tie that rounding decides)."""
+
+    max_abs_diff: float
+    argmax_agreement: float
+    untied_disagreements: int
+
+
+def compare_logits(expected: np.ndarray, found: np.ndarray) -> Parity:
+    """:class:`Parity` of logits ``found`` against ``expected`` (both ``[B, C, H, W]``)."""
+    if found.shape != expected.shape:
+        raise ValueError(f"logits shaped {list(found.shape)}, expected {list(expected.shape)}")
+    diff = float(np.abs(found - expected).max())
+    differs = found.argmax(1) != expected.argmax(1)
+    top2 = np.sort(expected, axis=1)[:, -2:]
+    margin = top2[:, 1] - top2[:, 0]
+    return Parity(diff, float(1.0 - differs.mean()), int((differs & (margin > 2 * diff)).sum()))
+
+
 def check_export(
     network: nn.Module, path: str | Path, format: Format, labels: bool = False, size: tuple[int, int] = (96, 128)
 ) -> float:
@@ -173,4 +196,4 @@ def check_export(
         )
     if labels:
         return float((found != expected).sum())
-    return float(np.abs(found - expected).max())
+    return compare_logits(expected, found).max_abs_diff
