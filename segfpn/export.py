@@ -25,9 +25,11 @@ from typing import Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from segfpn.datasets.info import DatasetInfo
+from segfpn.datasets.transforms import val_transform
 from segfpn.errors import ConfigError
 
 Format = Literal["onnx", "torchscript"]
@@ -70,6 +72,15 @@ def _quiet() -> Iterator[None]:
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         yield
+
+
+def prepare_input(pixels: np.ndarray, dataset_info: DatasetInfo, divisor: int = 32) -> tuple[torch.Tensor, int, int]:
+    """An RGB uint8 image ``[H, W, 3]`` as the exported graph takes it: normalised with the dataset's mean/std and
+    zero-padded at the bottom/right to multiples of ``divisor`` (the ``pad`` protocol); returns the batch of one and
+    the image's ``H, W`` to crop the output back to."""
+    x = val_transform(dataset_info.mean, dataset_info.std)(image=pixels)["image"].unsqueeze(0)
+    h, w = x.shape[-2:]
+    return F.pad(x, (0, -w % divisor, 0, -h % divisor)), h, w
 
 
 def _example(size: tuple[int, int] = TRACE_SIZE, batch: int = 1) -> torch.Tensor:

@@ -8,14 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from segfpn.commands.export import main as export_main
 from segfpn.datasets.base import load_image
 from segfpn.datasets.info import DatasetInfo
-from segfpn.datasets.transforms import eval_size, resize_image, val_transform
+from segfpn.datasets.transforms import eval_size, resize_image
 from segfpn.errors import CheckpointError
-from segfpn.export import TRACE_SIZE, compare_logits, export_network, load_exported, read_metadata
+from segfpn.export import TRACE_SIZE, compare_logits, export_network, load_exported, prepare_input, read_metadata
 from segfpn.models.segmentation_model import SegmentationModel
 from segfpn.predictor import TrainedNetwork
 
@@ -31,15 +30,12 @@ TOLERANCE = 1e-3
 
 
 def padded_inputs(samples_root: Path, ratio: float = 1.0) -> list[tuple[torch.Tensor, int, int]]:
-    """The real images (resized by ``ratio`` keeping their aspect ratio), normalised, zero-padded at the bottom/right to
-    multiples of 32 as the ``pad`` protocol does: (padded batch of one, height, width)."""
+    """The real images resized by ``ratio`` (keeping their aspect ratio), as :func:`prepare_input` gives them."""
     inputs = []
     for path in sorted((samples_root / "images" / "validation").glob("*.jpg")):
         pixels = load_image(path)
         pixels = resize_image(pixels, eval_size(*pixels.shape[:2], None, ratio))
-        x = val_transform()(image=pixels)["image"].unsqueeze(0)
-        h, w = x.shape[-2:]
-        inputs.append((F.pad(x, (0, -w % 32, 0, -h % 32)), h, w))
+        inputs.append(prepare_input(pixels, DatasetInfo.generic(150)))
     return inputs
 
 
