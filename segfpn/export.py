@@ -4,9 +4,13 @@ The exported graph takes a normalised batch ``[B, 3, H, W]`` (float32, ``(pixels
 mean/std, stored in the file's metadata) and returns the logits ``[B, C, H, W]`` at the input size, or the label
 map ``[B, H, W]`` (int64) when exported with ``labels=True``. ``H`` and ``W`` must be multiples of the backbone's
 stride (32): the model runs unpadded (``pad=False``), and for such sizes this is the same computation as every
-protocol's forward pass. To follow the ``pad`` protocol, pad the normalised image with zeros at the bottom/right to
-the next multiple of 32 and crop the logits back; for ``mmseg``/``align_resize``, resize first
-(:func:`segfpn.inference.eval_input`).
+protocol's forward pass. To follow the ``pad`` protocol, pad the normalised image with zeros at the bottom/right
+to the next multiple of 32 and crop the logits back (:func:`prepare_input` pads). ``align_resize`` is exact as well
+(:func:`segfpn.inference.eval_input` stretches to multiples of 32); ``mmseg``'s unpadded forward of other sizes is
+not reproduced. The graph does not check the size: other sizes fail in the head or, for convnext/swin (97x131 in a
+probe), return wrong logits of another shape.
+(Tracing the padding model at a size that is not a multiple of 32 gave a TorchScript graph that pads itself at any
+size, but the ONNX export of that trace kept the trace-time crop: not used.)
 
 Both formats are built by tracing (``torch.jit.script`` fails on timm's backbones): the traced graphs of
 convnext_tiny, pvt_v2_b0 and swin_tiny read their sizes from the input, which :func:`check_export` verifies at a
