@@ -27,9 +27,10 @@ SECTIONS = {
     "data": "benchmarks.data_pipeline",
     "metric": "benchmarks.metric_cost",
     "inference": "benchmarks.inference_modes",
+    "export": "benchmarks.export_parity",
 }
 # Tables in report order (the model section writes two).
-TABLES = ("machine", "model", "model_ratios", "loop", "data", "metric", "inference")
+TABLES = ("machine", "model", "model_ratios", "loop", "data", "metric", "inference", "export")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -45,6 +45,7 @@ TOOLS = {
     "convert": "segfpn.commands.convert:main",
     "plot-curves": "segfpn.commands.plot_curves:main",
     "browse-data": "segfpn.commands.browse_data:main",
+    "export": "segfpn.commands.export:main",
 }
 
 

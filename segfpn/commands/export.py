@@ -1,0 +1,39 @@
+"""``segfpn export --ckpt_path CKPT --format onnx|torchscript``: the trained network as an ONNX or TorchScript file
+with dynamic batch, height and width (multiples of 32); input a normalised batch, output logits (or labels)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from segfpn.export import FORMATS, SUFFIXES, check_export, export_network
+from segfpn.predictor import load_trained_network
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="segfpn export", description=__doc__)
+    parser.add_argument("--ckpt_path", type=Path, required=True, help="checkpoint written by segfpn fit")
+    parser.add_argument("--format", choices=FORMATS, required=True, help="onnx (onnxruntime) or torchscript (traced)")
+    parser.add_argument(
+        "--output", type=Path, help="file to write (default: the checkpoint's path with .onnx / .pt as suffix)"
+    )
+    parser.add_argument("--labels", action="store_true", help="output the label map [B, H, W] instead of logits")
+    parser.add_argument(
+        "--no-check", dest="check", action="store_false", help="skip comparing the file with PyTorch at a new size"
+    )
+    args = parser.parse_args(argv)
+    loaded = load_trained_network(args.ckpt_path, "--ckpt_path")
+    suffix = SUFFIXES[args.format]
+    output = args.output or args.ckpt_path.with_name(args.ckpt_path.stem + ("-labels" if args.labels else "") + suffix)
+    export_network(loaded.network, output, args.format, loaded.dataset_info, args.labels)
+    size_mb = output.stat().st_size / 2**20
+    print(f"wrote {output} ({size_mb:.1f} MB, {args.format})")
+    out = "labels [B, H, W] int64" if args.labels else f"logits [B, {loaded.network.num_classes}, H, W] float32"
+    print(
+        f"input: images [B, 3, H, W] float32, normalised with mean {list(loaded.dataset_info.mean)} and std "
+        f"{list(loaded.dataset_info.std)} (0..255 scale), H and W multiples of 32; output: {out}"
+    )
+    if args.check:
+        diff = check_export(loaded.network, output, args.format, args.labels)
+        what = "labels differing" if args.labels else "max abs logit difference"
+        print(f"check against PyTorch on a random 2x3x96x128 batch: {what} {diff:.3g}")

@@ -1,0 +1,214 @@
+"""Export a trained network to ONNX or TorchScript, with dynamic batch size, height and width.
+
+The exported graph takes a normalised batch ``[B, 3, H, W]`` (float32, ``(pixels - mean) / std`` with the dataset's
+mean/std, stored in the file's metadata) and returns the logits ``[B, C, H, W]`` at the input size, or the label
+map ``[B, H, W]`` (int64) when exported with ``labels=True``. ``H`` and ``W`` must be multiples of the backbone's
+stride (32): the model runs unpadded (``pad=False``), and for such sizes this is the same computation as every
+protocol's forward pass. To follow the ``pad`` protocol, pad the normalised image with zeros at the bottom/right
+to the next multiple of 32 and crop the logits back (:func:`prepare_input` pads). ``align_resize`` is exact as well
+(:func:`segfpn.inference.eval_input` stretches to multiples of 32); ``mmseg``'s unpadded forward of other sizes is
+not reproduced. The graph does not check the size: other sizes fail in the head or, for convnext/swin (97x131 in a
+probe), return wrong logits of another shape.
+(Tracing the padding model at a size that is not a multiple of 32 gave a TorchScript graph that pads itself at any
+size, but the ONNX export of that trace kept the trace-time crop: not used.)
+
+Both formats are built by tracing (``torch.jit.script`` fails on timm's backbones): the traced graphs of
+convnext_tiny, pvt_v2_b0 and swin_tiny read their sizes from the input, which :func:`check_export` verifies at a
+size other than the trace size.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from segfpn.datasets.info import DatasetInfo
+from segfpn.datasets.transforms import val_transform
+from segfpn.errors import ConfigError
+
+Format = Literal["onnx", "torchscript"]
+FORMATS: tuple[str, ...] = ("onnx", "torchscript")
+SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt"}
+METADATA_KEY = "segfpn"  # ONNX metadata_props key / TorchScript extra file holding the JSON description
+TRACE_SIZE = (64, 96)  # small (fast to trace) and not square, so height and width cannot be mixed up unseen
+ONNX_OPSET = 18
+
+
+class ExportWrapper(nn.Module):
+    """``network(x, pad=False)["p0"]`` (a tensor instead of the dict), or its argmax with ``labels=True``."""
+
+    def __init__(self, network: nn.Module, labels: bool = False) -> None:
+        super().__init__()
+        self.network = network
+        self.labels = labels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.network(x, pad=False)["p0"]
+        return logits.argmax(1) if self.labels else logits
+
+
+def metadata(dataset_info: DatasetInfo, size_divisor: int, labels: bool) -> dict:
+    """What a user of the exported file needs besides the graph: classes, palette, normalisation, sizes."""
+    return {
+        "input": "normalised float32 [B, 3, H, W], (pixels - mean) / std on the 0..255 scale",
+        "output": "int64 labels [B, H, W]" if labels else "float32 logits [B, C, H, W]",
+        "size_divisor": size_divisor,
+        "dataset_info": dataset_info.as_dict(),
+    }
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """Without torch.jit's deprecation notices (TorchScript still works in this torch) and the tracer's warnings
+    about sizes read as Python numbers (:func:`check_export` verifies that the sizes stay dynamic)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        yield
+
+
+def prepare_input(pixels: np.ndarray, dataset_info: DatasetInfo, divisor: int = 32) -> tuple[torch.Tensor, int, int]:
+    """An RGB uint8 image ``[H, W, 3]`` as the exported graph takes it: normalised with the dataset's mean/std and
+    zero-padded at the bottom/right to multiples of ``divisor`` (the ``pad`` protocol); returns the batch of one and
+    the image's ``H, W`` to crop the output back to."""
+    x = val_transform(dataset_info.mean, dataset_info.std)(image=pixels)["image"].unsqueeze(0)
+    h, w = x.shape[-2:]
+    return F.pad(x, (0, -w % divisor, 0, -h % divisor)), h, w
+
+
+def _example(size: tuple[int, int] = TRACE_SIZE, batch: int = 1) -> torch.Tensor:
+    return torch.randn(batch, 3, *size, generator=torch.Generator().manual_seed(0))
+
+
+def export_network(
+    network: nn.Module,
+    output: str | Path,
+    format: Format,
+    dataset_info: DatasetInfo,
+    labels: bool = False,
+) -> Path:
+    """Trace ``network`` (eval mode, CPU) into ``output`` in ``format``; returns the path written."""
+    if format not in FORMATS:
+        raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    wrapper = ExportWrapper(network.eval(), labels).eval()
+    divisor = int(getattr(getattr(network, "model", network), "size_divisor", 32))
+    info = json.dumps(metadata(dataset_info, divisor, labels))
+    example = _example()
+    with torch.no_grad(), _quiet():
+        if format == "torchscript":
+            traced = torch.jit.trace(wrapper, example, check_trace=False)
+            torch.jit.save(traced, str(output), _extra_files={f"{METADATA_KEY}.json": info})
+        else:
+            _export_onnx(wrapper, example, output, labels, info)
+    return output
+
+
+def _export_onnx(wrapper: nn.Module, example: torch.Tensor, output: Path, labels: bool, info: str) -> None:
+    import onnx  # the ``export`` extra
+
+    dims = {0: "batch", 1: "height", 2: "width"} if labels else {0: "batch", 2: "height", 3: "width"}
+    # the TorchScript-based exporter: the dynamo one specialised the batch size to the example's in torch 2.14
+    torch.onnx.export(
+        wrapper,
+        (example,),
+        str(output),
+        input_names=["images"],
+        output_names=["labels" if labels else "logits"],
+        dynamic_axes={"images": {0: "batch", 2: "height", 3: "width"}, "labels" if labels else "logits": dims},
+        opset_version=ONNX_OPSET,
+        dynamo=False,
+    )
+    model = onnx.load(str(output))
+    entry = model.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, info
+    onnx.save(model, str(output))
+
+
+def load_exported(path: str | Path, format: Format, threads: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
+    """``run(images)`` for an exported file: normalised float32 ``[B, 3, H, W]`` -> its output, as numpy."""
+    path = Path(path)
+    if format == "torchscript":
+        with _quiet():
+            module = torch.jit.load(str(path), map_location="cpu").eval()
+
+        def run_torchscript(images: np.ndarray) -> np.ndarray:
+            with torch.no_grad():
+                return module(torch.from_numpy(images)).numpy()
+
+        return run_torchscript
+    import onnxruntime as ort  # the ``export`` extra
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda images: session.run(None, {name: images})[0]
+
+
+def read_metadata(path: str | Path, format: Format) -> dict:
+    """The JSON description :func:`export_network` stored in the file."""
+    if format == "torchscript":
+        files = {f"{METADATA_KEY}.json": ""}
+        with _quiet():
+            torch.jit.load(str(path), map_location="cpu", _extra_files=files)
+        return json.loads(files[f"{METADATA_KEY}.json"])
+    import onnx
+
+    props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    return json.loads(props[METADATA_KEY])
+
+
+@dataclass(frozen=True)
+class Parity:
+    """How far exported logits are from PyTorch's: max abs difference, argmax agreement (fraction of pixels), and
+    the disagreeing pixels that are not float ties (PyTorch's top-2 margin there exceeds twice the max difference:
+    a real error; 0 when every disagreement is a near-tie that rounding decides)."""
+
+    max_abs_diff: float
+    argmax_agreement: float
+    untied_disagreements: int
+
+
+def compare_logits(expected: np.ndarray, found: np.ndarray) -> Parity:
+    """:class:`Parity` of logits ``found`` against ``expected`` (both ``[B, C, H, W]``)."""
+    if found.shape != expected.shape:
+        raise ValueError(f"logits shaped {list(found.shape)}, expected {list(expected.shape)}")
+    diff = float(np.abs(found - expected).max())
+    differs = found.argmax(1) != expected.argmax(1)
+    top2 = np.sort(expected, axis=1)[:, -2:]
+    margin = top2[:, 1] - top2[:, 0]
+    return Parity(diff, float(1.0 - differs.mean()), int((differs & (margin > 2 * diff)).sum()))
+
+
+def check_export(
+    network: nn.Module, path: str | Path, format: Format, labels: bool = False, size: tuple[int, int] = (96, 128)
+) -> float:
+    """Max abs difference between the exported file and ``network`` on a random batch of 2 at ``size`` (not the
+    trace size; for ``labels=True`` the number of differing labels). Raises when the output shape is wrong."""
+    images = _example(size, batch=2)
+    with torch.no_grad():
+        expected = ExportWrapper(network.eval(), labels)(images).numpy()
+    found = load_exported(path, format)(images.numpy())
+    if found.shape != expected.shape:
+        raise RuntimeError(
+            f"exported {format} file {str(path)!r} gives shape {list(found.shape)} for input {list(images.shape)}, "
+            f"expected {list(expected.shape)}: the traced graph did not keep the input size dynamic"
+        )
+    if labels:
+        return float((found != expected).sum())
+    return compare_logits(expected, found).max_abs_diff

@@ -1,0 +1,200 @@
+"""Use a trained model outside the training loop: ``Segmenter.from_checkpoint(path).predict(image)``.
+
+The predictor runs what ``segfpn validate`` / ``segfpn predict`` run: the dataset's normalisation
+(:func:`~segfpn.datasets.transforms.val_transform` with the checkpoint's ``dataset_info`` mean/std) and
+:func:`~segfpn.inference.predict_logits` under the checkpoint's :class:`~segfpn.inference.InferenceConfig`. It builds
+the bare :class:`~segfpn.models.SegmentationModel` from the checkpoint's hyper-parameters, so Lightning is not needed.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from segfpn.checkpoint_file import load_checkpoint
+from segfpn.datasets.base import load_image
+from segfpn.datasets.info import DatasetInfo
+from segfpn.datasets.transforms import val_transform
+from segfpn.errors import CheckpointError, ConfigError
+from segfpn.inference import InferenceConfig, predict_logits
+from segfpn.models.segmentation_model import SegmentationModel
+
+ImageInput = Union[str, Path, Image.Image, np.ndarray]
+
+_STATE_PREFIX = "model."  # SegmentationModule keeps the network as ``self.model``
+
+
+class TrainedNetwork(nn.Module):
+    """A checkpoint's SegmentationModel with the input memory format it was trained with (what
+    ``SegmentationModule.forward`` does): ``net(x, pad)`` -> ``{"p0": logits, ...}``."""
+
+    def __init__(self, model: SegmentationModel, channels_last: bool = False) -> None:
+        super().__init__()
+        self.model = model
+        self.channels_last = channels_last
+        self.num_classes = model.num_classes
+        if channels_last:
+            self.model.to(memory_format=torch.channels_last)
+
+    def forward(self, x: torch.Tensor, pad: bool = True) -> dict[str, torch.Tensor]:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.model(x, pad=pad)
+
+
+@dataclass
+class LoadedCheckpoint:
+    """What a segfpn checkpoint holds for inference: the network (eval mode, CPU), its evaluation settings, the
+    dataset description and the raw hyper-parameters."""
+
+    network: TrainedNetwork
+    inference: InferenceConfig
+    dataset_info: DatasetInfo
+    hparams: dict[str, Any]
+
+
+def inference_config(values: InferenceConfig | dict | None) -> InferenceConfig:
+    """An :class:`InferenceConfig` from a checkpoint's ``inference`` hyper-parameter (a dict, or absent)."""
+    if values is None:
+        return InferenceConfig()
+    if isinstance(values, InferenceConfig):
+        return values
+    fields = {k: tuple(v) if isinstance(v, list) and k != "scales" else v for k, v in values.items()}
+    return InferenceConfig(**fields)
+
+
+def load_trained_network(path: str | Path, option: str = "checkpoint") -> LoadedCheckpoint:
+    """Build the network of a segfpn checkpoint from its hyper-parameters and load its weights (no Lightning).
+
+    Raises :class:`CheckpointError` for a missing/damaged file or a checkpoint segfpn did not write."""
+    ckpt = load_checkpoint(path, option)
+    hparams, state = ckpt.get("hyper_parameters"), ckpt.get("state_dict")
+    if not isinstance(hparams, dict) or not isinstance(state, dict) or "backbone_name" not in hparams:
+        raise CheckpointError(
+            f"{option} {str(path)!r} is not a segfpn checkpoint: expected 'hyper_parameters' with a backbone_name "
+            f"and a 'state_dict', found keys {sorted(ckpt)[:8]}"
+        )
+    weights = {k.removeprefix(_STATE_PREFIX): v for k, v in state.items() if k.startswith(_STATE_PREFIX)}
+    if not weights:
+        raise CheckpointError(
+            f"{option} {str(path)!r} is not a segfpn checkpoint: no '{_STATE_PREFIX}*' weights in its state_dict "
+            f"(first keys: {list(state)[:3]})"
+        )
+    accepted = inspect.signature(SegmentationModel).parameters
+    args = {k: v for k, v in hparams.items() if k in accepted}
+    args.update(pretrained=False, pretrained_path=None)  # the checkpoint's weights replace them
+    model = SegmentationModel(**args)
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{option} {str(path)!r}: its weights do not fit the network its hyper-parameters describe "
+            f"({len(missing)} missing, e.g. {missing[:2]}; {len(unexpected)} unexpected, e.g. {unexpected[:2]})"
+        )
+    info = hparams.get("dataset_info")
+    dataset_info = DatasetInfo.from_dict(info) if info else DatasetInfo.generic(model.num_classes)
+    network = TrainedNetwork(model, bool(hparams.get("channels_last", False))).eval()
+    return LoadedCheckpoint(network, inference_config(hparams.get("inference")), dataset_info, hparams)
+
+
+class Segmenter:
+    """A trained segmentation model with its evaluation protocol, for images from files, PIL or numpy.
+
+    ``predict(image)`` returns the label map (train ids ``[H, W]``, uint8 for up to 256 classes, else int64) at
+    the image's own size, exactly as ``segfpn predict`` computes it; a list of images gives a list of maps.
+    """
+
+    def __init__(
+        self,
+        network: TrainedNetwork,
+        inference: InferenceConfig | None = None,
+        dataset_info: DatasetInfo | None = None,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        self.device = torch.device(device)
+        self.network = network.eval().to(self.device)
+        self.inference = inference or InferenceConfig()
+        self.dataset_info = dataset_info or DatasetInfo.generic(network.num_classes)
+        if self.dataset_info.num_classes != network.num_classes:
+            raise ConfigError(
+                f"dataset_info {self.dataset_info.name!r} has {self.dataset_info.num_classes} classes, "
+                f"the network predicts {network.num_classes}"
+            )
+        self.transform = val_transform(self.dataset_info.mean, self.dataset_info.std)
+
+    @classmethod
+    def from_checkpoint(
+        cls, path: str | Path, device: str | torch.device = "cpu", inference: InferenceConfig | None = None
+    ) -> Segmenter:
+        """Load a ``.ckpt`` written by ``segfpn fit`` (or ``segfpn convert``); ``inference`` overrides the
+        checkpoint's evaluation settings."""
+        loaded = load_trained_network(path)
+        return cls(loaded.network, inference or loaded.inference, loaded.dataset_info, device)
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.dataset_info.classes
+
+    @property
+    def palette(self) -> tuple[tuple[int, int, int], ...]:
+        return self.dataset_info.palette
+
+    @property
+    def num_classes(self) -> int:
+        return self.dataset_info.num_classes
+
+    def colorize(self, labels: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Label map ``[H, W]`` -> RGB uint8 ``[H, W, 3]`` in the dataset's palette (ignored / unknown ids black)."""
+        labels = labels.cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+        table = np.zeros((max(self.num_classes, int(labels.max(initial=0)) + 1), 3), dtype=np.uint8)
+        table[: self.num_classes] = np.asarray(self.palette, dtype=np.uint8)
+        return table[labels.astype(np.int64)]
+
+    def to_array(self, image: ImageInput) -> np.ndarray:
+        """An input image as RGB uint8 ``[H, W, 3]`` (paths are read as ``segfpn predict`` reads them)."""
+        if isinstance(image, (str, Path)):
+            path = Path(image)
+            if not path.is_file():
+                raise FileNotFoundError(f"image {str(path)!r} does not exist")
+            return load_image(path)
+        if isinstance(image, Image.Image):
+            return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
+        if isinstance(image, np.ndarray):
+            if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+                raise ConfigError(
+                    f"numpy images must be RGB uint8 [H, W, 3], got {image.dtype} {list(image.shape)}"
+                    + (" (convert with .astype(np.uint8) from 0..255 values)" if image.dtype != np.uint8 else "")
+                )
+            return image
+        raise TypeError(
+            f"cannot predict a {type(image).__name__}: expected a file path (str/Path), a PIL image or a numpy "
+            "RGB uint8 array [H, W, 3], or a list of these"
+        )
+
+    def logits(self, image: ImageInput) -> torch.Tensor:
+        """Logits ``[C, H, W]`` (float32, on the predictor's device) of one image at its own size."""
+        x = self.transform(image=self.to_array(image))["image"].unsqueeze(0).to(self.device)
+        return predict_logits(self.network, x, self.inference, self.num_classes)[0].float()
+
+    def predict(
+        self, images: ImageInput | Sequence[ImageInput], return_probs: bool = False
+    ) -> np.ndarray | tuple[np.ndarray, np.ndarray] | list[Any]:
+        """Label map ``[H, W]`` of an image (or a list of maps for a list of images); with ``return_probs`` also
+        the class probabilities ``[C, H, W]`` (float32, softmax of the logits) as ``(labels, probs)``.
+
+        Images are predicted one at a time, as ``segfpn validate`` does (each at its own size)."""
+        if isinstance(images, (list, tuple)):
+            return [self.predict(image, return_probs) for image in images]
+        logits = self.logits(images)
+        dtype = torch.uint8 if self.num_classes <= 256 else torch.int64
+        labels = logits.argmax(0).to(dtype).cpu().numpy()
+        if not return_probs:
+            return labels
+        return labels, logits.softmax(0).cpu().numpy()
