@@ -105,32 +105,45 @@ def slide_logits(
     return out / count
 
 
-def _stats(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    mean = torch.tensor(IMAGENET_MEAN, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
-    return mean, std
+Stats = Sequence[float]
 
 
-def to_pixels(images: torch.Tensor) -> np.ndarray:
+def _stats(images: torch.Tensor, mean: Stats, std: Stats) -> tuple[torch.Tensor, torch.Tensor]:
+    mean_t = torch.tensor(mean, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+    std_t = torch.tensor(std, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+    return mean_t, std_t
+
+
+def to_pixels(images: torch.Tensor, mean: Stats = IMAGENET_MEAN, std: Stats = IMAGENET_STD) -> np.ndarray:
     """Normalised images ``[B, 3, H, W]`` back to 8-bit pixels ``[B, H, W, 3]`` (exact for images that came from
-    8-bit files through the ImageNet normalisation; padding and other values are rounded and clipped)."""
-    mean, std = _stats(images)
+    8-bit files through the same ``mean``/``std``, 0..255 scale; padding and other values are rounded and
+    clipped)."""
+    mean, std = _stats(images, mean, std)
     pixels = (images.float() * std + mean).round_().clamp_(0, 255).to(torch.uint8)
     return pixels.permute(0, 2, 3, 1).cpu().numpy()
 
 
-def from_pixels(pixels: np.ndarray, like: torch.Tensor) -> torch.Tensor:
+def from_pixels(
+    pixels: np.ndarray, like: torch.Tensor, mean: Stats = IMAGENET_MEAN, std: Stats = IMAGENET_STD
+) -> torch.Tensor:
     """8-bit pixels ``[B, H, W, 3]`` to normalised images on ``like``'s device, ``(x - mean) / std`` as mmseg's
     ``SegDataPreProcessor``."""
     x = torch.from_numpy(np.ascontiguousarray(pixels)).to(like.device).permute(0, 3, 1, 2).float()
-    mean, std = _stats(x)
+    mean, std = _stats(x, mean, std)
     return ((x - mean) / std).to(like.dtype)
 
 
-def eval_input(images: torch.Tensor, config: InferenceConfig, ratio: float = 1.0) -> torch.Tensor:
+def eval_input(
+    images: torch.Tensor,
+    config: InferenceConfig,
+    ratio: float = 1.0,
+    mean: Stats = IMAGENET_MEAN,
+    std: Stats = IMAGENET_STD,
+) -> torch.Tensor:
     """What the model sees of ``images`` (normalised, ``[B, 3, H, W]`` at the annotation size) at scale ``ratio``:
     resized on the 8-bit pixels to :func:`~segfpn.datasets.transforms.eval_size` (then, for ``align_resize``,
-    stretched to multiples of ``size_divisor``: a second 8-bit resize, as the PVT code chains two mmcv calls)."""
+    stretched to multiples of ``size_divisor``: a second 8-bit resize, as the PVT code chains two mmcv calls).
+    ``mean``/``std``: the normalisation the images went through (the dataset's)."""
     h, w = images.shape[-2:]
     sizes = [eval_size(h, w, config.test_scale, ratio)]
     if config.protocol == "align_resize":
@@ -138,25 +151,31 @@ def eval_input(images: torch.Tensor, config: InferenceConfig, ratio: float = 1.0
     if all(size == (h, w) for size in sizes):
         return images
     resized = []
-    for img in to_pixels(images):
+    for img in to_pixels(images, mean, std):
         for size in sizes:
             img = resize_image(img, size)
         resized.append(img)
-    return from_pixels(np.stack(resized), images)
+    return from_pixels(np.stack(resized), images, mean, std)
 
 
 @torch.no_grad()
 def predict_logits(
-    model: nn.Module, images: torch.Tensor, config: InferenceConfig | None = None, num_classes: int | None = None
+    model: nn.Module,
+    images: torch.Tensor,
+    config: InferenceConfig | None = None,
+    num_classes: int | None = None,
+    mean: Stats = IMAGENET_MEAN,
+    std: Stats = IMAGENET_STD,
 ) -> torch.Tensor:
     """Logits ``[B, C, H, W]`` at the images' own size, following ``config`` (log of the averaged softmax when
-    several scales or flips are combined). ``model(x, pad=...)`` must return ``{"p0": logits at x's size}``."""
+    several scales or flips are combined). ``model(x, pad=...)`` must return ``{"p0": logits at x's size}``.
+    ``mean``/``std`` (0..255 scale) are the normalisation ``images`` went through: the dataset's."""
     config = config or InferenceConfig()
     h, w = images.shape[-2:]
     pad = config.protocol == "pad"
     total, count = None, 0
     for ratio in config.scales:
-        x = eval_input(images, config, ratio)
+        x = eval_input(images, config, ratio, mean, std)
         for flip in [False, True] if config.flip else [False]:
             xi = x.flip(-1) if flip else x
             if config.mode == "slide":

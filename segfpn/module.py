@@ -157,6 +157,11 @@ class SegmentationModule(L.LightningModule):
             self.model.compile()
             self._compiled = True
 
+    @property
+    def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """The data's ``(mean, std)`` on the 0..255 scale: what evaluation images were normalised with."""
+        return self.dataset_info.mean, self.dataset_info.std
+
     # -- forward / steps --------------------------------------------------------------------------
     def forward(self, images: torch.Tensor, pad: bool = True) -> dict[str, torch.Tensor]:
         if self.hparams.channels_last:
@@ -193,7 +198,7 @@ class SegmentationModule(L.LightningModule):
         loss: MeanMetric,
     ) -> torch.Tensor:
         images, masks = batch
-        logits = predict_logits(self, images, self.inference, self.hparams.num_classes)
+        logits = predict_logits(self, images, self.inference, self.hparams.num_classes, *self.normalization)
         # plain cross-entropy whatever the training loss: cheap at full resolution, comparable across runs;
         # weighted by the labelled pixels so that the evaluation set's mean does not depend on the batching
         labelled = (masks != self.dataset_info.ignore_index).sum()
@@ -232,7 +237,7 @@ class SegmentationModule(L.LightningModule):
 
     def predict_step(self, batch: tuple[torch.Tensor, list[str]], batch_idx: int) -> dict[str, Any]:
         images, paths = batch
-        logits = predict_logits(self, images, self.inference, self.hparams.num_classes)
+        logits = predict_logits(self, images, self.inference, self.hparams.num_classes, *self.normalization)
         return {"labels": to_labels(logits).to(torch.uint8), "paths": paths}
 
     # -- optimisation -----------------------------------------------------------------------------

@@ -181,7 +181,8 @@ class Segmenter:
     def logits(self, image: ImageInput) -> torch.Tensor:
         """Logits ``[C, H, W]`` (float32, on the predictor's device) of one image at its own size."""
         x = self.transform(image=self.to_array(image))["image"].unsqueeze(0).to(self.device)
-        return predict_logits(self.network, x, self.inference, self.num_classes)[0].float()
+        info = self.dataset_info
+        return predict_logits(self.network, x, self.inference, self.num_classes, info.mean, info.std)[0].float()
 
     def predict(
         self, images: ImageInput | Sequence[ImageInput], return_probs: bool = False

@@ -14,7 +14,7 @@ from segfpn.callbacks import gradient_stats
 from segfpn.datasets import ADE20KDataset
 from segfpn.datasets.ade20k import load_image
 from segfpn.datasets.transforms import align_size, eval_size, resize_image
-from segfpn.inference import InferenceConfig, from_pixels, predict_logits, slide_logits, to_pixels
+from segfpn.inference import InferenceConfig, eval_input, from_pixels, predict_logits, slide_logits, to_pixels
 from segfpn.models import SegmentationModel
 
 
@@ -117,3 +117,20 @@ def test_gradient_stats_match_a_direct_computation() -> None:
     assert stats["0"]["norm"] == pytest.approx(grads.norm().item(), rel=1e-5)
     assert stats["0"]["mean"] == pytest.approx(grads.mean().item(), rel=1e-5, abs=1e-7)
     assert stats["0"]["std"] == pytest.approx(grads.std(unbiased=False).item(), rel=1e-4)
+
+
+def test_test_time_resize_uses_the_datasets_normalisation(samples_root: Path) -> None:
+    """A dataset with its own mean/std: the test-time resize maps its images back to the file's pixels with those
+    statistics (ImageNet's would shift every pixel), resizes them and normalises them again the same way."""
+    from segfpn.datasets.transforms import val_transform
+
+    mean, std = (90.0, 100.0, 110.0), (30.0, 40.0, 50.0)
+    pixels = load_image(ADE20KDataset(samples_root, "validation").pairs[0][0])
+    image = val_transform(mean, std)(image=pixels)["image"][None]
+    np.testing.assert_array_equal(to_pixels(image, mean, std)[0], pixels)
+    assert not np.array_equal(to_pixels(image)[0], pixels)  # the ImageNet statistics do not invert it
+    config = InferenceConfig(test_scale=(128, 96))
+    size = eval_size(*pixels.shape[:2], config.test_scale)
+    resized = eval_input(image, config, 1.0, mean, std)
+    np.testing.assert_array_equal(to_pixels(resized, mean, std)[0], resize_image(pixels, size))
+    assert torch.equal(resized, val_transform(mean, std)(image=resize_image(pixels, size))["image"][None])

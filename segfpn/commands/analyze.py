@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> None:
         module,
         data.val_dataloader(),
         num_classes,
-        lambda m, x: predict_logits(m, x, m.inference, num_classes),
+        lambda m, x: predict_logits(m, x, m.inference, num_classes, *m.normalization),
         args.device,
         info.ignore_index,
     )
