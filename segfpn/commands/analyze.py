@@ -6,11 +6,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from segfpn.analysis.checkpoint import load_trained
-from segfpn.analysis.errors import evaluate, write_error_analysis
-from segfpn.datasets.ade20k_classes import ADE20K_CLASSES
-from segfpn.inference import predict_logits
-
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="segfpn analyze", description=__doc__)
@@ -20,6 +15,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--top-k", type=int, default=10)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
+    from segfpn.analysis.checkpoint import load_trained
+    from segfpn.analysis.errors import evaluate, write_error_analysis
+    from segfpn.datasets.ade20k_classes import ADE20K_CLASSES
+    from segfpn.inference import predict_logits
+
     module, data = load_trained(args.ckpt, args.data_root, args.device)
     data.prepare_data()
     data.setup("validate")

@@ -6,9 +6,6 @@ import argparse
 import os
 from pathlib import Path
 
-from segfpn.datasets.ade20k import list_pairs, resolve_split
-from segfpn.datasets.class_stats import compute_class_stats, plot_class_distribution, write_class_stats_csv
-
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="segfpn class-stats", description=__doc__)
@@ -17,6 +14,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/class_stats"))
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args(argv)
+    from segfpn.datasets.ade20k import list_pairs, resolve_split
+    from segfpn.datasets.class_stats import compute_class_stats, plot_class_distribution, write_class_stats_csv
+
     split = resolve_split(args.split)
     annotations = [ann for _, ann in list_pairs(args.data_root, split)]
     stats = compute_class_stats(annotations, num_workers=args.workers)

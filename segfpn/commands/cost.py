@@ -5,10 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import yaml
-
-from segfpn.analysis.cost import cost_table
-from segfpn.analysis.experiment import Experiment
 from segfpn.commands.summary import format_table, write_csv
 
 PRESETS = {
@@ -48,6 +44,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=5, help="latency rounds (more: less noise)")
     parser.add_argument("--csv", type=Path)
     args = parser.parse_args(argv)
+    import yaml
+
+    from segfpn.analysis.cost import cost_table
+    from segfpn.analysis.experiment import Experiment
+
     if args.rounds < 1:
         parser.error(f"--rounds must be at least 1, got {args.rounds}")
     if args.experiment:

@@ -5,19 +5,19 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import matplotlib.pyplot as plt
-import torch
-
-from segfpn.datasets.ade20k import ADE20KDataset, load_image
-from segfpn.datasets.transforms import val_transform
 from segfpn.errors import ConfigError
-from segfpn.models import SegmentationModel
-from segfpn.utils.visualize import plot_attention_maps, plot_feature_maps
+
+if TYPE_CHECKING:
+    import torch
 
 
 def load_input(image: Path | None, data_root: Path | None, index: int, split: str) -> torch.Tensor:
     """A normalised ``[1, 3, H, W]`` image from a file or from a dataset index."""
+    from segfpn.datasets.ade20k import ADE20KDataset, load_image
+    from segfpn.datasets.transforms import val_transform
+
     if image is not None:
         return val_transform()(image=load_image(image))["image"].unsqueeze(0)
     if data_root is None:
@@ -37,6 +37,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--channel", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("runs/feature_maps"))
     args = parser.parse_args(argv)
+    import matplotlib.pyplot as plt
+    import torch
+
+    from segfpn.models import SegmentationModel
+    from segfpn.utils.visualize import plot_attention_maps, plot_feature_maps
+
     x = load_input(args.image, args.data_root, args.index, args.split)
     if args.ckpt:
         from segfpn.analysis.checkpoint import load_trained
