@@ -22,9 +22,10 @@ def packaged_config_names() -> list[str]:
     return sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml"))
 
 
-def resolve_config(value: str) -> str:
-    """``value`` when it names an existing file; else the packaged config it names (``demo``, ``demo.yaml`` or
-    ``configs/demo.yaml`` run outside the repository). A name without a suffix that matches nothing is an error."""
+def resolve_config(value: str, option: str = "--config") -> str:
+    """``value`` when it names an existing file; else the packaged config it names (``demo``, ``demo.yaml``, or
+    ``configs/demo.yaml`` and ``experiments/attention.yaml`` outside the repository). A name without a suffix
+    that matches nothing is an error naming ``option``."""
     path = Path(value)
     if path.exists():
         return value
@@ -35,7 +36,7 @@ def resolve_config(value: str) -> str:
             return str(packaged)
     if not path.suffix:
         raise ConfigError(
-            f"--config {value!r}: expected a config file or the name of a packaged config, found neither",
+            f"{option} {value!r}: expected a config file or the name of a packaged config, found neither",
             "packaged configs: " + ", ".join(packaged_config_names()),
         )
     return value  # a missing file: the parser names it
