@@ -55,6 +55,9 @@ def test_wheel_in_a_fresh_venv_runs_the_packaged_demo(tmp_path: Path) -> None:
     work.mkdir()
     where = run([str(python), "-c", "import segfpn; print(segfpn.__file__)"], work, env).stdout.strip()
     assert Path(where).is_relative_to(site), where
+    packaged = Path(where).parent / "configs"
+    for name in ("demo.yaml", "trainer/ddp.yaml", "sweeps/fpn_ablation.yaml", "experiments/attention.yaml"):
+        assert (packaged / name).is_file(), name
     helped = run([str(target / "bin" / "segfpn"), "--help"], work, env)
     assert "fit" in helped.stdout and "convert" in helped.stdout
     fit = [

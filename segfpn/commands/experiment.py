@@ -26,6 +26,7 @@ def main(argv: list[str] | None = None) -> None:
     from segfpn.analysis.report import write_report
 
     experiment = Experiment.load(args.file)
+    experiment.base = Path(resolve_config(str(experiment.base), "experiment base"))
     runs = run_experiment(experiment, args.out, args.only, extra)
     cost = None
     if not args.no_cost:
