@@ -94,7 +94,7 @@ def table(rows: list[dict], labels: list[str]) -> str:
         for label in labels:
             row = by.get(("-" if name == "import torch" else label, name))
             value = row and row["median_s"]
-            cells.append(f"{value:.2f}" if value is not None else f"fails (exit {row['exit_code']})")
+            cells.append(f"{value:.2f}" if value is not None else f"fails (exit {row['exit_code']}: no such command?)")
         lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

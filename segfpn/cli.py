@@ -49,11 +49,19 @@ def normalize_sweep_args(args: list[str]) -> list[str]:
     return [a.split("=", 1)[0] + "=null" if a.startswith("--") and a.endswith("=None") else a for a in args]
 
 
+class _CommandListFormatter(argparse.HelpFormatter):
+    """Summaries in one column beside the longest command name (argparse measures only the top-level options)."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=24, width=110)
+        self._action_max_length = 4 + max(len(name) for name in [*LIGHTNING_COMMANDS, *TOOLS])
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser: every command as a subcommand with its summary (for help and errors)."""
     parser = argparse.ArgumentParser(
         prog="segfpn",
-        formatter_class=lambda prog: argparse.HelpFormatter(prog, max_help_position=18, width=110),
+        formatter_class=_CommandListFormatter,
         description="Semantic FPN segmentation on timm backbones with PyTorch Lightning.",
         epilog="`segfpn <command> --help` shows a command's options; --debug shows tracebacks. "
         "Configs shipped with segfpn are reachable by name: `segfpn fit --config demo`.",
