@@ -43,7 +43,12 @@ def gradient_stats(module: torch.nn.Module, depth: int = 1) -> dict[str, dict[st
 
 class GradientMonitor(L.Callback):
     """Every ``every_n_steps`` optimiser steps, log norm/mean/std of the (unscaled) gradients per module
-    group, e.g. ``grad/model.backbone/norm``; ``depth`` 2 splits deeper (``model.backbone.body``...)."""
+    group, e.g. ``grad/model.backbone/norm``; ``depth`` 2 splits deeper (``model.backbone.body``...).
+
+    Args:
+        every_n_steps: log the gradient statistics every this many optimiser steps (at least 1).
+        depth: module-name depth of the groups: 1 = backbone/neck/head, 2 = their children, ...
+    """
 
     def __init__(self, every_n_steps: int = 50, depth: int = 1) -> None:
         if every_n_steps < 1:
@@ -61,7 +66,19 @@ class GradientMonitor(L.Callback):
 
 class BestAndLastCheckpoint(ModelCheckpoint):
     """ModelCheckpoint that also keeps a copy of the best checkpoint as ``best.ckpt`` in ``dirpath``, so
-    ``--ckpt_path best`` works from a new process (validate/test after fit)."""
+    ``--ckpt_path best`` works from a new process (validate/test after fit).
+
+    Args:
+        dirpath: checkpoint folder (default: the run folder's ``checkpoints/``).
+        filename: name pattern of the top-k checkpoints, filled from the step and the logged metrics.
+        monitor: logged metric that ranks checkpoints for ``best.ckpt`` and top-k (``val/mIoU``, ``val/loss``...).
+        mode: ``max`` when a higher ``monitor`` is better (mIoU), ``min`` when lower is better (loss).
+        save_last: also keep ``last.ckpt`` (what ``--ckpt_path last`` resumes from).
+        save_top_k: number of best checkpoints kept (-1: all, 0: none besides last).
+        every_n_train_steps: save every this many training steps (default: after each validation).
+        every_n_epochs: save every this many epochs (default: after each validation).
+        save_on_train_epoch_end: save at the end of the training epoch instead of after validation.
+    """
 
     def __init__(
         self,
@@ -127,8 +144,14 @@ class BestAndLastCheckpoint(ModelCheckpoint):
 
 
 class PredictionWriter(BasePredictionWriter):
-    """Writes ``labels/<name>.png`` (train id + 1: the benchmark submission format of datasets whose stored 0 is
-    "unlabelled") and ``overlays/<name>.jpg`` in the colours of ``pl_module.dataset_info``."""
+    """Writes ``labels/<name>.png`` (the dataset's stored annotation values: ADE20K's submission format 1..150,
+    Cityscapes' labelIds; see ``DatasetInfo.stored_labels``) and ``overlays/<name>.jpg`` in the colours of
+    ``pl_module.dataset_info``.
+
+    Args:
+        output_dir: folder for ``labels/`` and ``overlays/`` (default: the run folder's ``predictions/``).
+        overlays: also write each image blended with its predicted classes' colours.
+    """
 
     def __init__(self, output_dir: str | None = None, overlays: bool = True) -> None:
         super().__init__(write_interval="batch")
@@ -149,9 +172,8 @@ class PredictionWriter(BasePredictionWriter):
         (self.output_dir / "labels").mkdir(parents=True, exist_ok=True)
         for image, labels, path in zip(images, prediction["labels"].cpu().numpy(), prediction["paths"]):
             stem = Path(path).stem
-            Image.fromarray((labels.astype(np.uint16) + 1).astype(np.uint8)).save(
-                self.output_dir / "labels" / f"{stem}.png"
-            )
+            stored = pl_module.dataset_info.stored_labels(labels)
+            Image.fromarray(stored).save(self.output_dir / "labels" / f"{stem}.png")
             if self.overlays:
                 (self.output_dir / "overlays").mkdir(parents=True, exist_ok=True)
                 info = pl_module.dataset_info
@@ -194,7 +216,11 @@ class ResultsWriter(L.Callback):
 
 class WandbMedia(L.Callback):
     """After each validation: a per-class IoU table, the confusion matrix and ``num_images`` prediction
-    overlays as W&B masks (only when a WandbLogger is attached; rank 0 only)."""
+    overlays as W&B masks (only when a WandbLogger is attached; rank 0 only).
+
+    Args:
+        num_images: validation images logged with their prediction overlay after each validation (0: none).
+    """
 
     def __init__(self, num_images: int = 4) -> None:
         self.num_images = num_images

@@ -1,310 +1,50 @@
-"""The ``segfpn`` command: LightningCLI (fit/validate/test/predict) plus analysis commands."""
+"""The ``segfpn`` command: one table of commands, a light top-level parser, and dispatch.
+
+Nothing here imports torch, Lightning, timm or wandb: ``segfpn --help`` and ``segfpn <tool> --help`` stay fast.
+fit/validate/test/predict run :mod:`segfpn.lightning_cli`; each tool is ``module:function`` taking argv.
+"""
 
 from __future__ import annotations
 
-import contextlib
+import argparse
+import difflib
 import importlib
-import inspect
-import itertools
-import os
-import secrets
 import sys
-import time
-from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
-import torch
-from jsonargparse import Namespace
-from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
-from lightning.pytorch.utilities import rank_zero_info
+from segfpn.errors import debug_requested, handle_errors
 
-from segfpn import runs
-from segfpn.callbacks import BestAndLastCheckpoint, GradientMonitor, PredictionWriter, ResultsWriter, WandbMedia
-from segfpn.checkpoint_file import check_checkpoint_file
-from segfpn.checkpoint_io import AtomicCheckpointIO, newest_good_checkpoint
-from segfpn.datasets.datamodule import SegmentationDataModule
-from segfpn.datasets.info import DatasetInfo
-from segfpn.errors import CheckpointError, ConfigError, debug_requested, handle_errors
-from segfpn.evaluation_files import EvaluationFiles
-from segfpn.models.segmentation_model import SegmentationModel
-from segfpn.module import SegmentationModule
-from segfpn.overlays import OverlayWriter
-from segfpn.preemption import GracefulStop, recording_stop_signals, stop_exit_code
-from segfpn.wandb_setup import configure_wandb_mode
-
-# Commands that are not LightningCLI subcommands: name -> "module:function" taking argv.
-TOOLS = {
-    "summary": "segfpn.commands.summary:main",
-    "class-stats": "segfpn.commands.class_stats:main",
-    "feature-maps": "segfpn.commands.feature_maps:main",
-    "cost": "segfpn.commands.cost:main",
-    "experiment": "segfpn.commands.experiment:main",
-    "analyze": "segfpn.commands.analyze:main",
-    "report": "segfpn.commands.report:main",
-    "convert": "segfpn.commands.convert:main",
-    "plot-curves": "segfpn.commands.plot_curves:main",
-    "browse-data": "segfpn.commands.browse_data:main",
-    "export": "segfpn.commands.export:main",
+# LightningCLI subcommands -> one-line summary.
+LIGHTNING_COMMANDS = {
+    "fit": "train a model (a new run folder, or resume one with --ckpt_path last)",
+    "validate": "evaluate a checkpoint on the validation split",
+    "test": "evaluate a checkpoint on the test split",
+    "predict": "write predicted label maps of a checkpoint",
 }
 
+# Other commands: name -> ("module:function" taking argv, one-line summary).
+TOOLS = {
+    "summary": ("segfpn.commands.summary:main", "parameters, GFLOPs and shapes of the backbones' models"),
+    "class-stats": ("segfpn.commands.class_stats:main", "pixel and image counts per class of a dataset split"),
+    "feature-maps": ("segfpn.commands.feature_maps:main", "plot backbone and FPN feature maps of an image"),
+    "cost": ("segfpn.commands.cost:main", "params, GFLOPs and latency of model variants side by side"),
+    "experiment": ("segfpn.commands.experiment:main", "train and compare the variants of an experiment YAML"),
+    "analyze": ("segfpn.commands.analyze:main", "per-class errors and confusions of a checkpoint"),
+    "report": ("segfpn.commands.report:main", "Markdown/HTML report of the runs in a folder"),
+    "convert": ("segfpn.commands.convert:main", "convert an mmseg / PVTv2-Seg checkpoint to segfpn"),
+    "plot-curves": ("segfpn.commands.plot_curves:main", "loss, lr and val score curves of a run from its logs"),
+    "browse-data": ("segfpn.commands.browse_data:main", "grid of augmented training samples with a class legend"),
+    "export": ("segfpn.commands.export:main", "export a checkpoint to ONNX or TorchScript"),
+}
 
-class TimestampedSaveConfig(SaveConfigCallback):
-    """Saves ``config.yaml`` in the log folder (overwriting), a timestamped copy in the run folder's ``configs/``
-    (never replacing one), and the whole config in the logger's hyper-parameters (so W&B shows it)."""
-
-    def save_config(self, trainer: Any, pl_module: Any, stage: str) -> None:
-        folder = Path(trainer.default_root_dir) / "configs"
-        folder.mkdir(parents=True, exist_ok=True)
-        stem = f"{getattr(stage, 'value', stage)}-{time.strftime('%Y%m%d-%H%M%S')}"
-        for n in itertools.count(1):
-            path = folder / (f"{stem}.yaml" if n == 1 else f"{stem}-{n}.yaml")
-            try:
-                os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))  # claim the name
-                break
-            except FileExistsError:
-                continue
-        self.parser.save(self.config, path, skip_none=False, overwrite=True)
-        if trainer.logger is not None:
-            trainer.logger.log_hyperparams({"cli_config": self.parser.dump(self.config, skip_none=False)})
+# Names run_cli & co. used to have here; they live in segfpn.lightning_cli and are loaded on first use.
+_LAZY = {"run_cli", "SegFPNCLI", "CheckpointMismatchError", "TimestampedSaveConfig", "ARCHITECTURE_OPTIONS"}
 
 
-# Options that define the network (SegmentationModel's); the rest (loss, optimiser, inference...) may differ
-# between a checkpoint and the command that loads it.
-ARCHITECTURE_OPTIONS = tuple(
-    name
-    for name in inspect.signature(SegmentationModel.__init__).parameters
-    if name not in ("self", "pretrained", "pretrained_path")
-)
-
-
-class CheckpointMismatchError(ConfigError):
-    """Model options given for a run differ from the checkpoint's architecture."""
-
-
-class SegFPNCLI(LightningCLI):
-    """LightningCLI with segfpn's links, callbacks, run folders (:mod:`segfpn.runs`) and ``--ckpt_path best|last``
-    resolution. See the README ("Each run lives in ...") for the rules."""
-
-    run_dir: Path | None = None
-
-    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
-        parser.link_arguments(
-            "data.dataset_info", "model.dataset_info", compute_fn=DatasetInfo.as_dict, apply_on="instantiate"
-        )
-        parser.add_lightning_class_args(BestAndLastCheckpoint, "checkpoint")
-        parser.add_lightning_class_args(GradientMonitor, "grad_monitor")
-        parser.add_lightning_class_args(WandbMedia, "wandb_media")
-        parser.add_lightning_class_args(PredictionWriter, "predictions")
-        parser.add_lightning_class_args(ResultsWriter, "results")
-        parser.add_lightning_class_args(GracefulStop, "graceful_stop")
-        parser.add_lightning_class_args(OverlayWriter, "overlays")
-        parser.add_lightning_class_args(EvaluationFiles, "evaluation_files")
-        parser.add_argument(
-            "--run_dir", type=Optional[str], default=None, help="Run folder to use (default: a new one, see README)."
-        )
-        parser.add_argument(
-            "--run_name",
-            type=Optional[str],
-            default=None,
-            help="Run folder name below trainer.default_root_dir (created, or resumed with --ckpt_path last).",
-        )
-
-    def _parse_ckpt_path(self) -> None:
-        """Choose the run folder, resolve ``best``/``last``, and check the checkpoint's architecture against the
-        model options; then Lightning's own merge of the checkpoint's hyper-parameters is not used."""
-        if not self.config.get("subcommand"):
-            return
-        subcommand = self.config.subcommand
-        config = self.config[subcommand]
-        root = Path(config.trainer.default_root_dir or "runs/default")
-        self.run_dir = self._choose_run_dir(subcommand, config, root)
-        ckpt = config.get("ckpt_path")
-        if ckpt:
-            check_checkpoint_file(ckpt, "--ckpt_path")  # a named error for a missing, foreign or truncated file
-            apply_checkpoint_architecture(config, Path(ckpt), given_model_options(self._argv))
-
-    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
-        self._argv = [str(a) for a in (sys.argv[1:] if args is None else args if isinstance(args, list) else [])]
-        super().parse_arguments(parser, args)
-
-    def _choose_run_dir(self, subcommand: str, config: Namespace, root: Path) -> Path:
-        ckpt = config.get("ckpt_path")
-        pinned = pinned_run_dir(config, root)
-        rank = runs.launch_rank()
-        if pinned is not None:
-            run_dir = pinned
-            if rank == 0:
-                runs.init_run_dir(run_dir)
-        elif ckpt in ("best", "last"):
-            run_dir = newest_run_with(ckpt, root, skip_held=subcommand == "fit")
-        else:
-            run_dir = None  # a new run; with an explicit checkpoint file too (its run folder stays untouched)
-        if run_dir is None:
-            if subcommand != "fit" and ckpt in ("best", "last"):
-                raise CheckpointError(
-                    f"--ckpt_path {ckpt}: no run below {str(root)!r} (trainer.default_root_dir) has a readable "
-                    f"{'best.ckpt' if ckpt == 'best' else 'checkpoint'}; run `segfpn fit` with this config first "
-                    "or pass a checkpoint file"
-                )
-            run_dir = runs.create_run_dir(root)
-        if ckpt in ("best", "last"):
-            resolved = resolve_checkpoint(ckpt, checkpoint_dir(config, run_dir), run_dir)
-            if resolved is None and (ckpt == "best" or subcommand != "fit"):
-                raise CheckpointError(
-                    f"--ckpt_path {ckpt}: no readable {ckpt} checkpoint in run folder {str(run_dir)!r}; "
-                    "run `segfpn fit` with this config first or pass a checkpoint file"
-                )
-            if resolved is None:
-                rank_zero_info(f"--ckpt_path last: no checkpoint in {run_dir} yet, starting a new run there")
-            config.ckpt_path = None if resolved is None else str(resolved)
-        elif (
-            subcommand == "fit"
-            and not ckpt
-            and pinned is not None
-            and resolve_checkpoint("last", checkpoint_dir(config, run_dir), run_dir, warn=False)
-        ):
-            raise runs.RunFolderError(
-                f"run folder {str(run_dir)!r} already holds the checkpoints of another run: pass --ckpt_path last "
-                "to resume it, or choose another --run_dir/--run_name (without either, each fit gets a new folder)"
-            )
-        if subcommand == "fit" and rank == 0:
-            runs.acquire_lock(run_dir)
-        os.environ[runs.RUN_DIR_ENV] = str(run_dir)  # the DDP ranks Lightning starts use the same folder
-        rank_zero_info(f"run folder: {run_dir}")
-        return run_dir
-
-    def before_instantiate_classes(self) -> None:
-        config = self.config[self.subcommand] if self.subcommand else self.config
-        if self.run_dir is None:  # no subcommand (instantiation only): a folder like before, nothing chosen
-            return
-        config.trainer.default_root_dir = str(self.run_dir)
-        config.checkpoint.dirpath = str(checkpoint_dir(config, self.run_dir))
-        if not config.predictions.output_dir:
-            config.predictions.output_dir = str(self.run_dir / "predictions")
-        for logger in _logger_configs(config):
-            if logger.get("init_args") is None:
-                logger.init_args = Namespace()
-            init_args = logger.init_args
-            init_args["save_dir"] = str(self.run_dir)
-            if logger.class_path.endswith("WandbLogger") and self.subcommand == "fit":
-                init_args["id"] = wandb_run_id(self.run_dir)
-                init_args["resume"] = "allow"
-
-    def instantiate_trainer(self, **kwargs: Any) -> Any:
-        trainer = super().instantiate_trainer(**kwargs)
-        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
-            trainer.strategy.checkpoint_io = AtomicCheckpointIO()
-        return trainer
-
-
-def _logger_configs(config: Namespace) -> list[Namespace]:
-    logger = config.trainer.get("logger")
-    items = logger if isinstance(logger, list) else [logger]
-    return [lg for lg in items if isinstance(lg, Namespace) and lg.get("class_path")]
-
-
-def pinned_run_dir(config: Namespace, root: Path) -> Path | None:
-    """The run folder named explicitly: ``--run_dir``, then ``SEGFPN_RUN_DIR`` (set for the DDP ranks a run
-    starts), then ``--run_name``, then the job launcher's name (Slurm job id, torchrun run id)."""
-    if config.get("run_dir"):
-        return Path(config.run_dir)
-    if os.environ.get(runs.RUN_DIR_ENV):
-        return Path(os.environ[runs.RUN_DIR_ENV])
-    name = config.get("run_name") or runs.launcher_run_name()
-    return root / name if name else None
-
-
-def checkpoint_dir(config: Namespace, run_dir: Path) -> Path:
-    """``checkpoint.dirpath`` when set, else ``<run>/checkpoints``."""
-    return Path(config.checkpoint.dirpath) if config.checkpoint.get("dirpath") else run_dir / "checkpoints"
-
-
-def run_checkpoints(dirpath: Path, run_dir: Path) -> list[Path]:
-    """Every checkpoint a run wrote: ``checkpoints/*.ckpt`` (last, best, top-k, stop-step*) and the
-    ``hpc_ckpt_*.ckpt`` of Slurm pre-emptions."""
-    return sorted(dirpath.glob("*.ckpt")) + sorted(run_dir.glob("hpc_ckpt_*.ckpt"))
-
-
-def resolve_checkpoint(name: str, dirpath: Path, run_dir: Path, warn: bool = True) -> Path | None:
-    """``best`` -> dirpath/best.ckpt if readable; ``last`` -> the readable checkpoint of the run with the highest
-    global step (a truncated or corrupt one is named in a warning and skipped). ``None`` when there is none."""
-    candidates = [dirpath / "best.ckpt"] if name == "best" else run_checkpoints(dirpath, run_dir)
-    existing = [p for p in candidates if p.is_file()]
-    if not warn:
-        return max(existing, key=lambda p: p.stat().st_mtime) if existing else None
-    return newest_good_checkpoint(existing)
-
-
-def newest_run_with(name: str, root: Path, skip_held: bool) -> Path | None:
-    """``last`` for fit: the newest run folder not held by a live process (it may have no checkpoint yet).
-    Otherwise the newest run folder that has a ``name`` checkpoint."""
-    for run_dir in runs.runs_newest_first(root):
-        if skip_held and runs.is_held(run_dir):
-            continue
-        if skip_held or resolve_checkpoint(name, run_dir / "checkpoints", run_dir, warn=False) is not None:
-            return run_dir
-    return None
-
-
-def wandb_run_id(run_dir: Path) -> str:
-    """The W&B run id of a run folder: stored in ``run.json`` on first use (a sweep agent's ``WANDB_RUN_ID``, or
-    a new one), so that a resumed run continues the same W&B run."""
-    info = runs.read_run_info(run_dir)
-    if not info.get("wandb_id"):
-        info["wandb_id"] = os.environ.get("WANDB_RUN_ID") or secrets.token_hex(4)
-        if runs.launch_rank() == 0:
-            runs.write_run_info(run_dir, info)
-    return info["wandb_id"]
-
-
-def given_model_options(argv: list[str]) -> set[str]:
-    """The ``model.*`` options set on the command line or in a ``--config`` file of ``argv`` (top-level names)."""
-    import yaml
-
-    given: set[str] = set()
-    for i, arg in enumerate(argv):
-        if arg.startswith("--model."):
-            given.add(arg[len("--model.") :].split("=", 1)[0].split(".", 1)[0])
-        elif arg in ("--config", "-c") and i + 1 < len(argv) or arg.startswith("--config="):
-            path = Path(arg.split("=", 1)[1] if "=" in arg else argv[i + 1])
-            try:
-                model = (yaml.safe_load(path.read_text()) or {}).get("model") or {}
-            except (OSError, yaml.YAMLError, AttributeError):
-                continue  # the parser reports unreadable config files itself
-            given.update(model.get("init_args", model) if isinstance(model, dict) else {})
-    return given
-
-
-def apply_checkpoint_architecture(config: Namespace, ckpt: Path, given: set[str]) -> None:
-    """One rule for ``--ckpt_path FILE`` and ``best``/``last``: the checkpoint's architecture wins. An
-    architecture option the user did not set takes the checkpoint's value; one set (config file or command line)
-    to another value than the checkpoint's is an error naming each. Other model options (loss, optimiser,
-    inference...) are the user's."""
-    try:
-        hparams = torch.load(ckpt, map_location="cpu", mmap=True, weights_only=True).get("hyper_parameters", {})
-    except Exception as error:  # noqa: BLE001 - any failure to read is reported with the file name
-        raise CheckpointError(
-            f"--ckpt_path {str(ckpt)!r} is not a readable Lightning checkpoint: {str(error).splitlines()[0]}"
-        ) from error
-    differing = []
-    for key in ARCHITECTURE_OPTIONS:
-        if key not in hparams or key not in config.model:
-            continue
-        value, saved = config.model[key], hparams[key]
-        if value == saved:
-            continue
-        if key in given:
-            differing.append(f"model.{key}: checkpoint {saved!r}, given {value!r}")
-        else:
-            config.model[key] = saved
-    if differing:
-        raise CheckpointMismatchError(
-            f"--ckpt_path {str(ckpt)!r} was trained with another architecture than the options given: "
-            + "; ".join(differing)
-            + " (drop these options or pass the checkpoint's values)"
-        )
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module("segfpn.lightning_cli"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def normalize_sweep_args(args: list[str]) -> list[str]:
@@ -312,62 +52,58 @@ def normalize_sweep_args(args: list[str]) -> list[str]:
     return [a.split("=", 1)[0] + "=null" if a.startswith("--") and a.endswith("=None") else a for a in args]
 
 
-def run_cli(args: list[str] | None = None) -> SegFPNCLI:
-    """Run the LightningCLI on ``args`` (default: ``sys.argv[1:]``)."""
-    configure_wandb_mode()
-    argv = sys.argv[1:] if args is None else args
-    env_before = os.environ.get(runs.RUN_DIR_ENV)
-    try:
-        with recording_stop_signals() if argv[:1] == ["fit"] else contextlib.nullcontext():
-            return SegFPNCLI(
-                SegmentationModule,
-                SegmentationDataModule,
-                args=args,
-                save_config_callback=TimestampedSaveConfig,
-                save_config_kwargs={"overwrite": True},
-                trainer_defaults={
-                    "logger": {
-                        "class_path": "lightning.pytorch.loggers.WandbLogger",
-                        "init_args": {"project": "segfpn", "save_dir": "runs/default"},
-                    },
-                    "default_root_dir": "runs/default",
-                },
-                parser_kwargs={
-                    "description": "segfpn: Semantic FPN training and evaluation (LightningCLI). Other commands: "
-                    + ", ".join(TOOLS),
-                    # parse errors raise, so that main() prints them as one line
-                    "exit_on_error": False,
-                    **{name: {"exit_on_error": False} for name in SegFPNCLI.subcommands()},
-                },
-            )
-    finally:
-        _finish_wandb_run()
-        runs.release_locks_of_this_process()
-        runs.remove_unused_run_dirs()
-        if env_before is None:
-            os.environ.pop(runs.RUN_DIR_ENV, None)
-        else:
-            os.environ[runs.RUN_DIR_ENV] = env_before
+class _CommandListFormatter(argparse.HelpFormatter):
+    """Summaries in one column beside the longest command name (argparse measures only the top-level options)."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=24, width=110)
+        self._action_max_length = 4 + max(len(name) for name in [*LIGHTNING_COMMANDS, *TOOLS])
 
 
-def _finish_wandb_run() -> None:
-    """Close a W&B run this command opened, so its files are complete before the next run starts."""
-    wandb = sys.modules.get("wandb")
-    if wandb is not None and wandb.run is not None:
-        wandb.finish()
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser: every command as a subcommand with its summary (for help and errors)."""
+    parser = argparse.ArgumentParser(
+        prog="segfpn",
+        formatter_class=_CommandListFormatter,
+        description="Semantic FPN segmentation on timm backbones with PyTorch Lightning.",
+        epilog="`segfpn <command> --help` shows a command's options; --debug shows tracebacks. "
+        "Configs shipped with segfpn are reachable by name: `segfpn fit --config demo`.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="<command>", title="commands")
+    for name, summary in LIGHTNING_COMMANDS.items():
+        sub.add_parser(name, help=summary, add_help=False)
+    for name, (_, summary) in TOOLS.items():
+        sub.add_parser(name, help=summary, add_help=False)
+    return parser
+
+
+def run_tool(name: str, argv: list[str]) -> None:
+    """Import the tool's module only now, and run it on ``argv``."""
+    module, function = TOOLS[name][0].split(":")
+    getattr(importlib.import_module(module), function)(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``segfpn`` and ``python -m segfpn``: user errors exit 2 with one line (see segfpn.errors);
     a run stopped by SIGTERM / SIGINT exits 143 / 130 after saving a resumable checkpoint."""
     debug, args = debug_requested(list(sys.argv[1:] if argv is None else argv))
+    if not args or args[0] in ("-h", "--help"):
+        build_parser().print_help()
+        return
+    command = args[0]
+    if not command.startswith("-") and command not in LIGHTNING_COMMANDS and command not in TOOLS:
+        known = [*LIGHTNING_COMMANDS, *TOOLS]
+        near = difflib.get_close_matches(command, known, n=1)
+        hint = f"did you mean `segfpn {near[0]}`?" if near else "`segfpn --help` lists the commands"
+        build_parser().error(f"unknown command {command!r}: {hint} (commands: {', '.join(known)})")
     with handle_errors(debug):
-        if args and args[0] in TOOLS:
-            module, function = TOOLS[args[0]].split(":")
-            getattr(importlib.import_module(module), function)(args[1:])
+        if command in TOOLS:
+            run_tool(command, args[1:])
             return
-        unchanged = argv is None and not debug and normalize_sweep_args(args) == args
-        cli = run_cli(None if unchanged else normalize_sweep_args(args))
+        from segfpn.lightning_cli import run_cli
+        from segfpn.preemption import stop_exit_code
+
+        cli = run_cli(normalize_sweep_args(args))
         code = stop_exit_code(cli.trainer.callbacks) if getattr(cli, "trainer", None) is not None else 0
     if code:
         raise SystemExit(code)

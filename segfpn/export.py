@@ -32,13 +32,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from segfpn.constants import EXPORT_SUFFIXES
 from segfpn.datasets.info import DatasetInfo
 from segfpn.datasets.transforms import val_transform
 from segfpn.errors import ConfigError
 
 Format = Literal["onnx", "torchscript"]
-FORMATS: tuple[str, ...] = ("onnx", "torchscript")
-SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt"}
+FORMATS: tuple[str, ...] = tuple(EXPORT_SUFFIXES)
 METADATA_KEY = "segfpn"  # ONNX metadata_props key / TorchScript extra file holding the JSON description
 TRACE_SIZE = (64, 96)  # small (fast to trace) and not square, so height and width cannot be mixed up unseen
 ONNX_OPSET = 18

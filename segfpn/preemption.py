@@ -59,6 +59,10 @@ class GracefulStop(L.Callback):
     once the last checkpoint is on disk. The handlers are installed in ``setup`` and again at ``on_train_start``
     (Lightning installs its own in between) and removed in ``teardown``; a signal recorded before (see
     :func:`recording_stop_signals`) is acted on at the first step boundary.
+
+    Args:
+        enabled: handle the stop signals this way (false: Lightning's default handling).
+        requeue_signal: the signal a Slurm job gets before its time limit (``#SBATCH --signal``), e.g. SIGUSR1.
     """
 
     def __init__(self, enabled: bool = True, requeue_signal: str = "SIGUSR1") -> None:

@@ -305,3 +305,17 @@ def test_open_dataset_reads_any_layout_by_name(tmp_path: Path) -> None:
     assert opened.classes == FOLDER_CLASSES.info.classes and opened.pairs == folder.build().pairs
     with pytest.raises(ConfigError, match="data.dataset must be one of"):
         open_dataset("coco", tmp_path)
+
+
+@pytest.mark.parametrize("name", [name for name, layout in LAYOUTS.items() if layout.info is not None])
+def test_predicted_labels_are_written_as_the_datasets_own_values(name: str) -> None:
+    """``stored_labels`` inverts the label mapping (what `segfpn predict` writes): ADE20K's submission values
+    (id + 1), Cityscapes' labelIds; mapping them back gives the train ids."""
+    info = LAYOUTS[name].info
+    ids = np.arange(info.num_classes, dtype=np.uint8)
+    stored = info.stored_labels(ids)
+    np.testing.assert_array_equal(info.map_labels(stored), ids)
+    if name == "ade20k":
+        np.testing.assert_array_equal(stored, ids + 1)
+    if name == "cityscapes":
+        assert stored[0] == 7 and stored[-1] == 33  # road, bicycle labelIds (cityscapesScripts)

@@ -12,12 +12,12 @@ import math
 import struct
 from collections.abc import Callable
 from pathlib import Path
-
-import matplotlib.pyplot as plt
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from typing import TYPE_CHECKING
 
 from segfpn.errors import DataError
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 Curves = dict[str, list[tuple[int, float]]]
 
@@ -187,6 +187,9 @@ def training_curves(files: list[Path], reader: Callable[[list[Path]], Curves]) -
 
 def curve_figures(curves: Curves, run_name: str, source: str) -> dict[str, Figure]:
     """File name -> figure, one per panel of :data:`PANELS` that has data (loss, learning rate, val scores)."""
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
     figures = {}
     for filename, title, ylabel, metrics in PANELS:
         present = [m for m in metrics if curves.get(m)]
@@ -215,6 +218,8 @@ def curve_figures(curves: Curves, run_name: str, source: str) -> dict[str, Figur
 
 def plot_curves(curves: Curves, out_dir: Path, run_name: str, source: str) -> list[Path]:
     """The figures of :func:`curve_figures` as PNGs in ``out_dir``; returns their paths."""
+    import matplotlib.pyplot as plt
+
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for filename, fig in curve_figures(curves, run_name, source).items():

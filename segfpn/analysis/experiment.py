@@ -26,6 +26,7 @@ import yaml
 
 from segfpn.errors import ConfigError, DataError
 from segfpn.models import SegmentationModel
+from segfpn.packaged_configs import resolve_config
 from segfpn.preemption import stop_exit_code, stopped_by_signal
 
 
@@ -51,7 +52,7 @@ class Experiment:
             raise ConfigError(f"experiment file {str(path)!r}: 'variants' must map names to overrides")
         return cls(
             spec["name"],
-            Path(spec["base"]),
+            Path(resolve_config(str(spec["base"]), "experiment base")),  # a packaged config outside the clone too
             {k: v or {} for k, v in spec["variants"].items()},
             list(spec.get("args", [])),
         )

@@ -6,10 +6,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from segfpn.analysis.checkpoint import load_trained
-from segfpn.analysis.errors import evaluate, write_error_analysis
-from segfpn.inference import predict_logits
-
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="segfpn analyze", description=__doc__)
@@ -19,6 +15,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--top-k", type=int, default=10)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
+    from segfpn.analysis.checkpoint import load_trained
+    from segfpn.analysis.errors import evaluate, write_error_analysis
+    from segfpn.inference import predict_logits
+
     module, data = load_trained(args.ckpt, args.data_root, args.device)
     data.prepare_data()
     data.setup("validate")

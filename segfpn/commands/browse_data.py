@@ -6,15 +6,15 @@ from __future__ import annotations
 import argparse
 import importlib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import matplotlib.pyplot as plt
-import numpy as np
-import torch
 import yaml
-from matplotlib.figure import Figure
 
 from segfpn.errors import ConfigError
+from segfpn.packaged_configs import resolve_config
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 SPLITS = {"train": "fit", "val": "validate", "test": "test"}
 
@@ -53,11 +53,15 @@ def build_datamodule(configs: list[Path], overrides: list[str]) -> Any:
 
 def pick_indices(length: int, n: int, seed: int) -> list[int]:
     """``n`` distinct sample indices drawn with ``seed`` (all of them when the split is smaller)."""
+    import torch
+
     return torch.randperm(length, generator=torch.Generator().manual_seed(seed))[:n].tolist()
 
 
 def sample_grid(datamodule: Any, split: str, n: int, seed: int) -> Figure:
     """The grid figure of ``n`` samples of ``split`` as the DataModule delivers them (seeded augmentation)."""
+    import numpy as np
+
     from segfpn.datasets.datamodule import seed_transform
     from segfpn.utils.label_figures import plot_sample_grid, to_rgb
 
@@ -90,7 +94,10 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"unrecognized arguments: {' '.join(unknown)} (only --data.KEY=VALUE options are passed on)")
     if args.n < 1:
         raise ConfigError(f"--n must be >= 1, got {args.n}")
-    fig = sample_grid(build_datamodule(args.config, overrides), args.split, args.n, args.seed)
+    import matplotlib.pyplot as plt
+
+    configs = [Path(resolve_config(str(c))) for c in args.config]  # `--config demo`: the packaged config too
+    fig = sample_grid(build_datamodule(configs, overrides), args.split, args.n, args.seed)
     out = args.out or Path("runs/browse_data") / f"{args.split}.png"
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)

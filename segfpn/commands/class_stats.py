@@ -11,8 +11,6 @@ from pathlib import Path
 
 import yaml
 
-from segfpn.datasets.class_stats import plot_class_distribution, write_class_stats_csv
-from segfpn.datasets.datamodule import SegmentationDataModule
 from segfpn.errors import ConfigError
 
 
@@ -29,6 +27,8 @@ def data_settings(config: Path | None, data_root: Path | None) -> dict:
         settings = dict(data.get("init_args", data))
     if data_root is not None:
         settings["data_root"] = str(data_root)
+    from segfpn.datasets.datamodule import SegmentationDataModule
+
     accepted = inspect.signature(SegmentationDataModule).parameters
     unknown = sorted(set(settings) - set(accepted))
     if unknown:
@@ -47,13 +47,21 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="segfpn class-stats", description=__doc__)
     parser.add_argument("--config", type=Path, help="a training config; its data: section chooses the dataset")
     parser.add_argument("--data-root", type=Path, help="the dataset folder (overrides the config's data_root)")
-    parser.add_argument("--split", default="training", choices=["training", "train", "validation", "val"])
+    parser.add_argument(
+        "--split",
+        default="train",
+        choices=["train", "val", "training", "validation"],
+        help="the dataset's training or validation split (its own folder name)",
+    )
     parser.add_argument("--out", type=Path, default=Path("runs/class_stats"))
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args(argv)
+    from segfpn.datasets.class_stats import plot_class_distribution, write_class_stats_csv
+    from segfpn.datasets.datamodule import SegmentationDataModule
+
     data = SegmentationDataModule(**{**data_settings(args.config, args.data_root), "num_workers": args.workers})
     data.prepare_data()
-    split = "training" if args.split in ("training", "train") else "validation"
+    split = data.splits["train" if args.split in ("training", "train") else "val"]
     stats = data.class_stats(split)
     info = data.dataset_info
     csv_path = write_class_stats_csv(stats, args.out / f"class_stats_{split}.csv", info.classes)

@@ -6,9 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from segfpn.analysis.convert import save_converted, validate_command
 from segfpn.errors import CheckpointError
-from segfpn.models.convert import convert_state_dict, read_checkpoint
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -17,6 +15,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, help="segfpn checkpoint to write (default: converted/<source>.ckpt)")
     parser.add_argument("--strict", action="store_true", help="fail when a key does not map either way")
     args = parser.parse_args(argv)
+    from segfpn.analysis.convert import save_converted, validate_command
+    from segfpn.models.convert import convert_state_dict, read_checkpoint
+
     state, meta, layout = read_checkpoint(args.source)
     conversion = convert_state_dict(state, meta, layout)
     print(conversion.report())

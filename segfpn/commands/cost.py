@@ -7,10 +7,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from segfpn.analysis.cost import cost_table
-from segfpn.analysis.experiment import Experiment
 from segfpn.analysis.tables import format_table, write_csv
 from segfpn.errors import ConfigError
+from segfpn.packaged_configs import resolve_config
 
 EXPERIMENTS = Path("experiments")
 
@@ -20,7 +19,7 @@ def experiment_file(name_or_path: str) -> Path:
     path = Path(name_or_path)
     if path.is_file():
         return path
-    named = EXPERIMENTS / f"{name_or_path}.yaml"
+    named = Path(resolve_config(str(EXPERIMENTS / f"{name_or_path}.yaml"), "experiment"))  # the wheel's too
     if named.is_file():
         return named
     known = sorted(p.stem for p in EXPERIMENTS.glob("*.yaml"))
@@ -44,6 +43,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=5, help="latency rounds (more: less noise)")
     parser.add_argument("--csv", type=Path)
     args, extra = parser.parse_known_args(argv)
+    from segfpn.analysis.cost import cost_table
+    from segfpn.analysis.experiment import Experiment
+
     if args.rounds < 1:
         parser.error(f"--rounds must be at least 1, got {args.rounds}")
     unknown = [a for a in extra if not a.startswith("--model.")]

@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from segfpn.analysis.cost import cost_table
-from segfpn.analysis.experiment import Experiment, run_experiment
-from segfpn.analysis.report import write_report
+from segfpn.packaged_configs import resolve_config
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -18,6 +16,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-cost", action="store_true", help="skip the params/GFLOPs/latency columns")
     parser.add_argument("--cost-size", type=int, nargs=2, default=[512, 512], metavar=("H", "W"))
     args, extra = parser.parse_known_args(argv)
+    args.file = Path(resolve_config(str(args.file), "experiment file"))  # experiments/x.yaml of the wheel too
+    from segfpn.analysis.cost import cost_table
+    from segfpn.analysis.experiment import Experiment, run_experiment
+    from segfpn.analysis.report import write_report
+
     experiment = Experiment.load(args.file)
     runs = run_experiment(experiment, args.out, args.only, extra)
     cost = None

@@ -6,14 +6,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from segfpn.export import FORMATS, SUFFIXES, check_export, export_network
-from segfpn.predictor import load_trained_network
+from segfpn.constants import EXPORT_SUFFIXES
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="segfpn export", description=__doc__)
     parser.add_argument("--ckpt_path", type=Path, required=True, help="checkpoint written by segfpn fit")
-    parser.add_argument("--format", choices=FORMATS, required=True, help="onnx (onnxruntime) or torchscript (traced)")
+    parser.add_argument(
+        "--format", choices=list(EXPORT_SUFFIXES), required=True, help="onnx (onnxruntime) or torchscript (traced)"
+    )
     parser.add_argument(
         "--output", type=Path, help="file to write (default: the checkpoint's path with .onnx / .pt as suffix)"
     )
@@ -22,8 +23,11 @@ def main(argv: list[str] | None = None) -> None:
         "--no-check", dest="check", action="store_false", help="skip comparing the file with PyTorch at a new size"
     )
     args = parser.parse_args(argv)
+    from segfpn.export import check_export, export_network
+    from segfpn.predictor import load_trained_network
+
     loaded = load_trained_network(args.ckpt_path, "--ckpt_path")
-    suffix = SUFFIXES[args.format]
+    suffix = EXPORT_SUFFIXES[args.format]
     output = args.output or args.ckpt_path.with_name(args.ckpt_path.stem + ("-labels" if args.labels else "") + suffix)
     export_network(loaded.network, output, args.format, loaded.dataset_info, args.labels)
     size_mb = output.stat().st_size / 2**20

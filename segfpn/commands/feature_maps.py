@@ -5,24 +5,27 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import matplotlib.pyplot as plt
-import torch
-
-from segfpn.datasets.ade20k import ADE20KDataset, load_image
-from segfpn.datasets.transforms import val_transform
 from segfpn.errors import ConfigError
-from segfpn.models import SegmentationModel
-from segfpn.utils.visualize import plot_attention_maps, plot_feature_maps
+
+if TYPE_CHECKING:
+    import torch
 
 
-def load_input(image: Path | None, data_root: Path | None, index: int, split: str) -> torch.Tensor:
-    """A normalised ``[1, 3, H, W]`` image from a file or from a dataset index."""
+def load_input(
+    image: Path | None, data_root: Path | None, index: int, split: str | None, dataset: str = "ade20k"
+) -> torch.Tensor:
+    """A normalised ``[1, 3, H, W]`` image from a file or from sample ``index`` of a dataset's split."""
+    from segfpn.datasets.base import load_image
+    from segfpn.datasets.registry import open_dataset
+    from segfpn.datasets.transforms import val_transform
+
     if image is not None:
         return val_transform()(image=load_image(image))["image"].unsqueeze(0)
     if data_root is None:
         raise ConfigError("pass --image FILE or --data-root DIR (with --index)")
-    return ADE20KDataset(data_root, split)[index][0].unsqueeze(0)
+    return open_dataset(dataset, data_root, split)[index][0].unsqueeze(0)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -30,14 +33,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--image", type=Path)
     parser.add_argument("--data-root", type=Path)
     parser.add_argument("--index", type=int, default=0)
-    parser.add_argument("--split", default="validation")
+    parser.add_argument("--dataset", default="ade20k", help="layout of --data-root: ade20k, cityscapes or folder")
+    parser.add_argument("--split", help="split of --data-root (default: the dataset's validation split)")
     parser.add_argument("--ckpt", type=Path, help="trained checkpoint (default: a new model)")
     parser.add_argument("--backbone", default="convnext_tiny", help="backbone of the new model")
     parser.add_argument("--attention", help="attention of the new model (se, cbam)")
     parser.add_argument("--channel", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("runs/feature_maps"))
     args = parser.parse_args(argv)
-    x = load_input(args.image, args.data_root, args.index, args.split)
+    import matplotlib.pyplot as plt
+    import torch
+
+    from segfpn.models import SegmentationModel
+    from segfpn.utils.visualize import plot_attention_maps, plot_feature_maps
+
+    x = load_input(args.image, args.data_root, args.index, args.split, args.dataset)
     if args.ckpt:
         from segfpn.analysis.checkpoint import load_trained
 

@@ -5,26 +5,26 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
-
-from segfpn.analysis.experiment import data_num_classes
-from segfpn.analysis.tables import format_table, write_csv
-from segfpn.models import TESTED_BACKBONES, SegmentationModel
-from segfpn.utils.model_summary import backbone_feature_stats, summarize
-
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="segfpn summary", description=__doc__)
-    parser.add_argument("--backbones", nargs="+", default=list(TESTED_BACKBONES))
+    parser.add_argument("--backbones", nargs="+", help="default: the tested backbones")
     parser.add_argument("--size", type=int, nargs=2, default=[512, 512], metavar=("H", "W"))
     parser.add_argument("--num-classes", type=int, help="classifier width (default: the demo data's classes)")
     parser.add_argument("--features", action="store_true", help="also print per-stage feature statistics")
     parser.add_argument("--latency", action="store_true", help="also time one forward pass")
     parser.add_argument("--csv", type=Path, help="write the table to this CSV file")
     args = parser.parse_args(argv)
+    import torch
+
+    from segfpn.analysis.experiment import data_num_classes
+    from segfpn.analysis.tables import format_table, write_csv
+    from segfpn.models import TESTED_BACKBONES, SegmentationModel
+    from segfpn.utils.model_summary import backbone_feature_stats, summarize
+
     num_classes = args.num_classes or data_num_classes(None, {"embedded": True})
     rows, feature_rows = [], []
-    for name in args.backbones:
+    for name in args.backbones or TESTED_BACKBONES:
         torch.manual_seed(0)
         model = SegmentationModel(num_classes=num_classes, backbone_name=name).eval()
         rows.append(summarize(model, tuple(args.size), name, latency=args.latency).as_row())

@@ -59,6 +59,17 @@ class DatasetInfo:
             return annotation.astype(np.uint8, copy=False)
         return np.asarray(self.label_map, dtype=np.uint8)[annotation]
 
+    def stored_labels(self, train_ids: np.ndarray) -> np.ndarray:
+        """Train ids -> the dataset's own annotation values (uint8): the smallest stored value that maps to each
+        (ADE20K: id + 1, its submission format; Cityscapes: the labelId); train ids where there is no mapping."""
+        if self.label_map is None:
+            return train_ids.astype(np.uint8)
+        inverse = np.arange(256, dtype=np.uint8)
+        for stored, train_id in reversed(list(enumerate(self.label_map))):
+            if train_id != self.ignore_index:
+                inverse[train_id] = stored
+        return inverse[train_ids]
+
     def as_dict(self) -> dict[str, Any]:
         """Plain lists and numbers (for checkpoints, JSON and W&B)."""
         return {
