@@ -19,13 +19,14 @@ size other than the trace size.
 
 from __future__ import annotations
 
+import importlib
 import json
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -55,6 +56,16 @@ class ExportWrapper(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.network(x, pad=False)["p0"]
         return logits.argmax(1) if self.labels else logits
+
+
+def require_export_extra(name: str) -> Any:
+    """The module ``name`` of the ``export`` extra, or an error saying how to install it."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as error:
+        raise ConfigError(
+            f"--format onnx needs the {name!r} package, which is not installed: pip install 'segfpn[export]'"
+        ) from error
 
 
 def metadata(dataset_info: DatasetInfo, size_divisor: int, labels: bool) -> dict:
@@ -117,7 +128,7 @@ def export_network(
 
 
 def _export_onnx(wrapper: nn.Module, example: torch.Tensor, output: Path, labels: bool, info: str) -> None:
-    import onnx  # the ``export`` extra
+    onnx = require_export_extra("onnx")
 
     dims = {0: "batch", 1: "height", 2: "width"} if labels else {0: "batch", 2: "height", 3: "width"}
     # the TorchScript-based exporter: the dynamo one specialised the batch size to the example's in torch 2.14
@@ -149,7 +160,7 @@ def load_exported(path: str | Path, format: Format, threads: int | None = None) 
                 return module(torch.from_numpy(images)).numpy()
 
         return run_torchscript
-    import onnxruntime as ort  # the ``export`` extra
+    ort = require_export_extra("onnxruntime")
 
     options = ort.SessionOptions()
     if threads:
@@ -167,7 +178,7 @@ def read_metadata(path: str | Path, format: Format) -> dict:
         with _quiet():
             torch.jit.load(str(path), map_location="cpu", _extra_files=files)
         return json.loads(files[f"{METADATA_KEY}.json"])
-    import onnx
+    onnx = require_export_extra("onnx")
 
     props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
     return json.loads(props[METADATA_KEY])

@@ -75,6 +75,16 @@ class InferenceConfig:
             raise ConfigError(f"inference size_divisor must be positive, got {self.size_divisor}")
 
 
+def inference_config(values: InferenceConfig | dict | None) -> InferenceConfig:
+    """An :class:`InferenceConfig` from a checkpoint's ``inference`` hyper-parameter (a dict, or absent)."""
+    if values is None:
+        return InferenceConfig()
+    if isinstance(values, InferenceConfig):
+        return values
+    fields = {k: tuple(v) if isinstance(v, list) and k != "scales" else v for k, v in values.items()}
+    return InferenceConfig(**fields)
+
+
 def _logits(model: nn.Module, x: torch.Tensor, pad: bool) -> torch.Tensor:
     return model(x, pad=pad)["p0"]
 

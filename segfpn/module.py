@@ -11,7 +11,7 @@ from torchmetrics import MeanMetric
 
 from segfpn.datasets.info import DatasetInfo
 from segfpn.errors import ConfigError
-from segfpn.inference import InferenceConfig, predict_logits
+from segfpn.inference import InferenceConfig, inference_config, predict_logits
 from segfpn.losses import CombinedLoss, CrossEntropyLoss
 from segfpn.metrics import BoundaryIoU, SegmentationMetrics, to_labels
 from segfpn.models import SegmentationModel
@@ -126,7 +126,7 @@ class SegmentationModule(L.LightningModule):
         self.aux_criterion = CrossEntropyLoss(ignore_index=ignore, avg_non_ignore=loss_avg_non_ignore)
         # evaluation: the mean over labelled pixels, so that weighting batches by their labelled pixels is exact
         self.eval_criterion = CrossEntropyLoss(ignore_index=ignore, avg_non_ignore=True)
-        self.inference = inference or InferenceConfig()
+        self.inference = inference_config(inference)  # a dict in checkpoints written without the CLI
         self.val_metrics = SegmentationMetrics(num_classes, ignore)
         self.test_metrics = SegmentationMetrics(num_classes, ignore)
         # evaluation CE as sum over labelled pixels / their count, synchronised like the confusion matrix
@@ -141,6 +141,7 @@ class SegmentationModule(L.LightningModule):
 
     # -- set-up -----------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
+        self._adopt_data_description(getattr(self.trainer, "datamodule", None))
         if isinstance(self.hparams.class_weight, str) and "ce" in self.criterion.terms:
             datamodule = getattr(self.trainer, "datamodule", None)
             if datamodule is None or not hasattr(datamodule, "class_weights"):
@@ -151,6 +152,23 @@ class SegmentationModule(L.LightningModule):
             weights = datamodule.class_weights(self.hparams.class_weight)
             self.criterion.terms["ce"].class_weight = weights.to(self.device)
             log.info("class weights (%s): min %.3f max %.3f", self.hparams.class_weight, weights.min(), weights.max())
+
+    def _adopt_data_description(self, datamodule: Any) -> None:
+        """A module built without ``dataset_info`` (Python API: ``Trainer.fit(module, datamodule)``) takes the
+        DataModule's class names, colours and statistics, and keeps them in its checkpoints; an ignore index or a
+        class count that differs from the one its losses and metrics were built with is an error."""
+        data_info = getattr(datamodule, "dataset_info", None)
+        if not isinstance(data_info, DatasetInfo) or self.hparams.get("dataset_info"):
+            return
+        ours = self.dataset_info
+        if (data_info.num_classes, data_info.ignore_index) != (ours.num_classes, ours.ignore_index):
+            raise ConfigError(
+                f"the data ({data_info.name!r}) has {data_info.num_classes} classes and ignore index "
+                f"{data_info.ignore_index}; the model was built for {ours.num_classes} and {ours.ignore_index}: pass "
+                "SegmentationModule(..., dataset_info=datamodule.dataset_info.as_dict())"
+            )
+        self.dataset_info = data_info
+        self.hparams["dataset_info"] = data_info.as_dict()
 
     def configure_model(self) -> None:
         if self.hparams.compile and not self._compiled:

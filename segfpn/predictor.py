@@ -24,7 +24,7 @@ from segfpn.datasets.base import load_image
 from segfpn.datasets.info import DatasetInfo
 from segfpn.datasets.transforms import val_transform
 from segfpn.errors import CheckpointError, ConfigError
-from segfpn.inference import InferenceConfig, predict_logits
+from segfpn.inference import InferenceConfig, inference_config, predict_logits
 from segfpn.models.segmentation_model import SegmentationModel
 
 ImageInput = Union[str, Path, Image.Image, np.ndarray]
@@ -59,16 +59,6 @@ class LoadedCheckpoint:
     inference: InferenceConfig
     dataset_info: DatasetInfo
     hparams: dict[str, Any]
-
-
-def inference_config(values: InferenceConfig | dict | None) -> InferenceConfig:
-    """An :class:`InferenceConfig` from a checkpoint's ``inference`` hyper-parameter (a dict, or absent)."""
-    if values is None:
-        return InferenceConfig()
-    if isinstance(values, InferenceConfig):
-        return values
-    fields = {k: tuple(v) if isinstance(v, list) and k != "scales" else v for k, v in values.items()}
-    return InferenceConfig(**fields)
 
 
 def load_trained_network(path: str | Path, option: str = "checkpoint") -> LoadedCheckpoint:

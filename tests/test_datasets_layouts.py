@@ -319,3 +319,37 @@ def test_predicted_labels_are_written_as_the_datasets_own_values(name: str) -> N
         np.testing.assert_array_equal(stored, ids + 1)
     if name == "cityscapes":
         assert stored[0] == 7 and stored[-1] == 33  # road, bicycle labelIds (cityscapesScripts)
+
+
+def test_dataset_descriptions_fit_in_8_bit_masks() -> None:
+    from segfpn.datasets.info import DatasetInfo
+
+    with pytest.raises(ConfigError, match=r"ignore index in 0..255 .* found 2 classes and ignore index -1"):
+        DatasetInfo("x", ("a", "b"), ignore_index=-1)
+    with pytest.raises(ConfigError, match="at most 255 classes"):
+        DatasetInfo("x", tuple(f"c{i}" for i in range(300)))
+
+
+def test_predict_folder_refuses_two_images_of_one_name(tmp_path: Path) -> None:
+    from segfpn.datasets.image_folder import ImageFolder
+
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+        Image.new("RGB", (8, 8)).save(tmp_path / sub / "1.jpg")
+    with pytest.raises(DataError, match=r"two images named '1' .*a/1.jpg.*b/1.jpg"):
+        ImageFolder(tmp_path)
+
+
+def test_a_module_built_without_a_description_takes_the_datamodules(tmp_path: Path) -> None:
+    """Python API (``Trainer.fit(module, datamodule)``): the module keeps the data's names and statistics in its
+    checkpoints; a data set with another class count or ignore index than the module's losses is an error."""
+    from segfpn.module import SegmentationModule
+
+    data = SegmentationDataModule(str(tmp_path / "cs"), dataset="cityscapes", embedded=True)
+    module = SegmentationModule(num_classes=19, backbone_name="resnet18", fpn_channels=16, head_channels=16)
+    module._adopt_data_description(data)
+    assert module.dataset_info == data.dataset_info == CITYSCAPES_INFO
+    assert module.hparams["dataset_info"]["classes"][:2] == ["road", "sidewalk"]
+    other = SegmentationModule(num_classes=3, backbone_name="resnet18", fpn_channels=16, head_channels=16)
+    with pytest.raises(ConfigError, match=r"'cityscapes'\) has 19 classes .* built for 3"):
+        other._adopt_data_description(data)

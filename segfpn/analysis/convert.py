@@ -28,9 +28,13 @@ def save_converted(conversion: Conversion, ckpt_path: str | Path, source: str | 
     result = module.model.load_state_dict(conversion.state_dict, strict=False)
     if sorted(result.missing_keys) != sorted(conversion.unfilled) or result.unexpected_keys:
         raise RuntimeError(f"conversion and model disagree: {result}")
+    dataset = layout_with_classes(conversion.model_args.get("num_classes", 0))
+    hyper_parameters: dict[str, Any] = {**conversion.model_args, "inference": evaluation_settings(conversion)}
+    if dataset is not None:  # what the predictor, export and analyze read: the data's classes and statistics
+        hyper_parameters["dataset_info"] = get_layout(dataset).info.as_dict()
     checkpoint = {
         "state_dict": module.state_dict(),
-        "hyper_parameters": dict(conversion.model_args),
+        "hyper_parameters": hyper_parameters,
         "pytorch-lightning_version": lightning.__version__,
         "epoch": 0,
         "global_step": 0,
@@ -54,15 +58,24 @@ def validate_command(ckpt_path: Path, config_path: Path) -> str:
     return f"segfpn validate --config {config_path} --ckpt_path {ckpt_path} --data.data_root /path/to/dataset"
 
 
-def _config_yaml(conversion: Conversion, ckpt_path: Path, source: str | Path) -> str:
-    model: dict[str, Any] = {k: v for k, v in conversion.model_args.items() if k != "num_classes"}
-    model["pretrained"] = False
+def evaluation_settings(conversion: Conversion) -> dict[str, Any]:
+    """The reference's single-scale evaluation (``InferenceConfig`` fields): whole image at the dataset's recipe
+    scale, with the protocol of the code the checkpoint comes from."""
     dataset = layout_with_classes(conversion.model_args.get("num_classes", 0))
     test_scale = list(get_layout(dataset).test_scale) if dataset else [2048, 512]
     inference: dict[str, Any] = {"mode": "whole", "test_scale": test_scale, "scales": [1.0], "flip": False}
     protocol = PROTOCOLS.get(conversion.layout)
     if protocol:
         inference["protocol"] = protocol
+    return inference
+
+
+def _config_yaml(conversion: Conversion, ckpt_path: Path, source: str | Path) -> str:
+    model: dict[str, Any] = {k: v for k, v in conversion.model_args.items() if k != "num_classes"}
+    model["pretrained"] = False
+    dataset = layout_with_classes(conversion.model_args.get("num_classes", 0))
+    inference = evaluation_settings(conversion)
+    protocol = inference.get("protocol")
     model["inference"] = inference
     config = {
         "trainer": {"default_root_dir": f"runs/converted/{ckpt_path.stem}"},

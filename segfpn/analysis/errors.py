@@ -85,7 +85,7 @@ def write_error_analysis(
 ) -> dict[str, Path]:
     """Figures (confusion matrix, per-class IoU), ``error_analysis.json`` and ``error_analysis.md`` in ``out``,
     naming the dataset's classes (``class_names``) and, when given, the dataset."""
-    from segfpn.utils.visualize import plot_confusion_matrix, plot_per_class_iou, top_confusions
+    from segfpn.utils.visualize import plot_confusion_matrix, top_confusions
 
     out.mkdir(parents=True, exist_ok=True)
     scores = result["scores"]
@@ -99,7 +99,13 @@ def write_error_analysis(
     import matplotlib.pyplot as plt
 
     plt.close(plot_confusion_matrix(confmat, class_names, top_k=30, save_path=files["confusion_matrix"]))
-    plt.close(plot_per_class_iou(scores["IoU"].numpy(), class_names, save_path=files["per_class_iou"]))
+    from segfpn.analysis.report import per_class_figure
+
+    scored = int(scores["IoU"].isfinite().sum())
+    title = f"Per-class IoU{f' on {dataset_name}' if dataset_name else ''} ({scored} classes scored)"
+    figure = per_class_figure(scores["IoU"].numpy(), tuple(class_names), title)
+    figure.savefig(files["per_class_iou"], dpi=110, bbox_inches="tight")
+    plt.close(figure)
     confusions = top_confusions(confmat, class_names, top_k)
     worst = worst_classes(scores["IoU"], class_names, top_k)
     per_class = [

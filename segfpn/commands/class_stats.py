@@ -12,12 +12,14 @@ from pathlib import Path
 import yaml
 
 from segfpn.errors import ConfigError
+from segfpn.packaged_configs import resolve_config
 
 
 def data_settings(config: Path | None, data_root: Path | None) -> dict:
     """DataModule arguments: the ``data:`` section of ``config`` (if given), ``data_root`` overriding its folder."""
     settings: dict = {}
     if config is not None:
+        config = Path(resolve_config(str(config)))  # `--config demo`: the packaged config too
         if not config.is_file():
             raise ConfigError(f"--config {str(config)!r} is not a file; expected a training config (YAML)")
         loaded = yaml.safe_load(config.read_text()) or {}

@@ -6,7 +6,6 @@ from segfpn.datasets.ade20k import ADE20K_INFO, IGNORE_INDEX, NUM_CLASSES, ADE20
 from segfpn.datasets.ade20k_classes import ADE20K_CLASSES, ADE20K_PALETTE
 from segfpn.datasets.base import CorruptSampleError, SegmentationDataset
 from segfpn.datasets.cityscapes import CITYSCAPES_INFO, CityscapesDataset
-from segfpn.datasets.datamodule import ADE20KDataModule, SegmentationDataModule
 from segfpn.datasets.folder import FolderDataset, load_classes_file
 from segfpn.datasets.info import DatasetInfo
 from segfpn.datasets.sampling import RepeatFactorSampler, class_weights, repeat_factors
@@ -38,3 +37,15 @@ __all__ = [
     "train_transform",
     "val_transform",
 ]
+
+# The DataModules need Lightning (seconds to import): loaded on first use, so that the predictor, export and the
+# datasets themselves stay light.
+_LAZY = {"SegmentationDataModule", "ADE20KDataModule"}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        from segfpn.datasets import datamodule
+
+        return getattr(datamodule, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -29,6 +29,14 @@ class ImageFolder(Dataset):
             raise DataError(f"predict_dir {str(root)!r} is neither an image file nor a folder")
         if not self.paths:
             raise DataError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {str(root)!r}")
+        seen: dict[str, Path] = {}
+        for path in self.paths:  # predictions are written as <stem>.png: one image per name
+            if path.stem in seen:
+                raise DataError(
+                    f"predict_dir {str(root)!r}: two images named {path.stem!r} ({str(seen[path.stem])!r} and "
+                    f"{str(path)!r}); their predictions would overwrite each other (rename one)"
+                )
+            seen[path.stem] = path
         self.transform = val_transform(mean, std)
 
     def __len__(self) -> int:

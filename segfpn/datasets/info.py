@@ -38,6 +38,11 @@ class DatasetInfo:
             raise ConfigError(f"dataset {self.name!r}: {n} classes but {len(palette)} palette colours (RGB triples)")
         object.__setattr__(self, "palette", palette)
         object.__setattr__(self, "classes", tuple(str(c) for c in self.classes))
+        if n > 255 or not 0 <= self.ignore_index <= 255:  # masks are uint8 from the files to the batches
+            raise ConfigError(
+                f"dataset {self.name!r}: at most 255 classes and an ignore index in 0..255 (masks are 8-bit); "
+                f"found {n} classes and ignore index {self.ignore_index}"
+            )
         if 0 <= self.ignore_index < n:
             raise ConfigError(f"dataset {self.name!r}: ignore_index {self.ignore_index} is a class id (0..{n - 1})")
         if self.label_map is not None:

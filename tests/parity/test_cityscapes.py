@@ -16,6 +16,7 @@ from segfpn.datasets.synthetic_layouts import generate_cityscapes
 from segfpn.inference import InferenceConfig, predict_logits
 from segfpn.models import SegmentationModel
 from segfpn.models.convert import convert_state_dict
+from segfpn.predictor import Segmenter
 from tests.parity.conftest import build_mmseg_transform, import_reference, mmseg_config
 from tests.parity.test_convert import _randomise_norms
 
@@ -84,6 +85,8 @@ def test_converted_cityscapes_fpn_logits_equal_mmseg(mmseg, tmp_path: Path) -> N
     written = yaml.safe_load(config_path.read_text())  # the config `segfpn convert` writes beside the checkpoint
     assert written["data"]["dataset"] == "cityscapes"
     assert written["model"]["inference"]["test_scale"] == [2048, 1024]
+    segmenter = Segmenter.from_checkpoint(tmp_path / "fpn_r50_cityscapes.ckpt")  # the checkpoint alone
+    assert segmenter.class_names == CITYSCAPES_INFO.classes and segmenter.inference.test_scale == (2048, 1024)
     model = SegmentationModel(**conversion.model_args)
     model.load_state_dict(conversion.state_dict)
     model.eval()
