@@ -17,6 +17,7 @@ from segfpn.checkpoint_io import atomic_link
 from segfpn.constants import IGNORE_INDEX
 from segfpn.errors import ConfigError
 from segfpn.metrics import write_scores
+from segfpn.runs import evaluation_name
 from segfpn.utils.visualize import colorize, denormalize, overlay
 
 log = logging.getLogger(__name__)
@@ -194,7 +195,7 @@ class ResultsWriter(L.Callback):
         scores = getattr(pl_module, "last_scores", {})
         if trainer.sanity_checking or not trainer.is_global_zero or not scores:
             return
-        name = f"{trainer.state.fn.value}_{prefix}_step{trainer.global_step:07d}.json"  # e.g. fit_val_step...
+        name = f"{evaluation_name(trainer, prefix)}.json"
         write_scores(scores, Path(trainer.default_root_dir) / "results" / name, pl_module.hparams)
 
     @staticmethod

@@ -11,6 +11,8 @@ import lightning as L
 import matplotlib.pyplot as plt
 import numpy as np
 
+from segfpn.runs import evaluation_name
+
 
 class EvaluationFiles(L.Callback):
     """After each validation/test (not the sanity check), rank 0 writes to ``<run>/evaluation/``:
@@ -37,7 +39,7 @@ class EvaluationFiles(L.Callback):
 
         names = pl_module.dataset_info.classes
         confmat = scores["confmat"].numpy()
-        stem = f"{trainer.state.fn.value}_{stage}_step{trainer.global_step:07d}"
+        stem = evaluation_name(trainer, stage)
         folder = Path(trainer.default_root_dir) / "evaluation"
         folder.mkdir(parents=True, exist_ok=True)
         rows = [

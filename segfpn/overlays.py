@@ -11,6 +11,7 @@ import numpy as np
 from lightning.pytorch.utilities import rank_zero_info
 from PIL import Image
 
+from segfpn.runs import evaluation_name
 from segfpn.utils.label_figures import comparison_strip, to_rgb
 
 
@@ -45,7 +46,7 @@ class OverlayWriter(L.Callback):
             return
         base = Path(self.dir)
         base = base if base.is_absolute() else Path(trainer.default_root_dir) / base
-        self.folder = base / f"{trainer.state.fn.value}_{stage}_step{trainer.global_step:07d}"
+        self.folder = base / evaluation_name(trainer, stage)
         self.folder.mkdir(parents=True, exist_ok=True)
         self._written = 0
         loader = loaders[0] if isinstance(loaders, list) else loaders

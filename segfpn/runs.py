@@ -223,3 +223,9 @@ def release_locks_of_this_process() -> None:
     """Release every run folder :func:`acquire_lock` took in this process."""
     for run_dir in list(_held):
         release_lock(run_dir)
+
+
+def evaluation_name(trainer: Any, stage: str) -> str:
+    """``<fn>_<val|test>_step<N>``: how the files of one evaluation are named in a run folder (results, evaluation
+    tables, overlays), e.g. ``fit_val_step0000400``."""
+    return f"{trainer.state.fn.value}_{stage}_step{trainer.global_step:07d}"

@@ -16,7 +16,7 @@ from PIL import Image
 
 from segfpn.analysis.curves import curve_figures, find_logs, read_curves
 from segfpn.analysis.report import per_class_figure, write_report
-from segfpn.cli import run_cli
+from segfpn.cli import main, run_cli
 from segfpn.commands import browse_data, plot_curves
 from segfpn.datasets.ade20k import ADE20K_INFO
 
@@ -225,3 +225,12 @@ def test_report_per_class_chart_is_titled_and_sorted_and_curves_show_all_scores(
     for key in ("curves", "iou_best", "iou_b"):
         assert files[key].stat().st_size > 5000
     assert "Validation scores and loss during training" in files["markdown"].read_text()
+
+
+def test_feature_maps_of_a_trained_checkpoint(trained_run: Path, samples_root: Path, tmp_path: Path) -> None:
+    """`segfpn feature-maps --ckpt`: the checkpoint's network on an image file, without its training data."""
+    image = sorted((samples_root / "images" / "validation").glob("*.jpg"))[0]
+    ckpt = trained_run / "checkpoints" / "last.ckpt"
+    main(["feature-maps", "--ckpt", str(ckpt), "--image", str(image), "--out", str(tmp_path)])
+    for name in ("backbone_features.png", "fpn_features.png"):
+        assert Image.open(tmp_path / name).size[0] > 500

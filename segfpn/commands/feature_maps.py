@@ -12,17 +12,26 @@ from segfpn.errors import ConfigError
 if TYPE_CHECKING:
     import torch
 
+    from segfpn.datasets.info import DatasetInfo
+
 
 def load_input(
-    image: Path | None, data_root: Path | None, index: int, split: str | None, dataset: str = "ade20k"
+    image: Path | None,
+    data_root: Path | None,
+    index: int,
+    split: str | None,
+    dataset: str = "ade20k",
+    info: DatasetInfo | None = None,
 ) -> torch.Tensor:
-    """A normalised ``[1, 3, H, W]`` image from a file or from sample ``index`` of a dataset's split."""
+    """A normalised ``[1, 3, H, W]`` image from a file (with ``info``'s mean/std: a checkpoint's data; ImageNet's
+    without) or from sample ``index`` of a dataset's split (with the dataset's)."""
     from segfpn.datasets.base import load_image
     from segfpn.datasets.registry import open_dataset
     from segfpn.datasets.transforms import val_transform
 
     if image is not None:
-        return val_transform()(image=load_image(image))["image"].unsqueeze(0)
+        stats = (info.mean, info.std) if info is not None else ()
+        return val_transform(*stats)(image=load_image(image))["image"].unsqueeze(0)
     if data_root is None:
         raise ConfigError("pass --image FILE or --data-root DIR (with --index)")
     return open_dataset(dataset, data_root, split)[index][0].unsqueeze(0)
@@ -47,14 +56,16 @@ def main(argv: list[str] | None = None) -> None:
     from segfpn.models import SegmentationModel
     from segfpn.utils.visualize import plot_attention_maps, plot_feature_maps
 
-    x = load_input(args.image, args.data_root, args.index, args.split, args.dataset)
+    info = None
     if args.ckpt:
-        from segfpn.analysis.checkpoint import load_trained
+        from segfpn.predictor import load_trained_network
 
-        model = load_trained(args.ckpt)[0].model
+        loaded = load_trained_network(args.ckpt, "--ckpt")  # the network and its data's statistics, no data needed
+        model, info = loaded.network.model, loaded.dataset_info
     else:
         # one class: the classifier is not plotted and its width does not change the feature maps
         model = SegmentationModel(num_classes=1, backbone_name=args.backbone, attention=args.attention)
+    x = load_input(args.image, args.data_root, args.index, args.split, args.dataset, info)
     model.eval()
     with torch.no_grad():
         backbone = model.extract_backbone_features(x)

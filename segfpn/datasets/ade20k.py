@@ -12,6 +12,7 @@ from segfpn.datasets.base import (
     CorruptSampleError,
     OnError,
     SegmentationDataset,
+    check_on_error,
     load_annotation,
     load_image,
     match_pairs,
@@ -85,8 +86,7 @@ class ADE20KDataset(SegmentationDataset):
         reduce_zero_label: bool = True,
         on_error: OnError = "raise",
     ) -> None:
-        if on_error not in ("raise", "skip"):
-            raise ConfigError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        check_on_error(on_error)
         root = Path(root_dir)
         split = resolve_split(split)
         self.skipped: list[str] = []  # messages of the samples this process skipped

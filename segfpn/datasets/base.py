@@ -30,6 +30,12 @@ OnError = Literal["raise", "skip"]
 T = TypeVar("T")
 
 
+def check_on_error(on_error: str) -> None:
+    """A named error for an ``on_error`` other than ``raise`` / ``skip``."""
+    if on_error not in ("raise", "skip"):
+        raise ConfigError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+
+
 class CorruptSampleError(UserError, RuntimeError):
     """An image or annotation that cannot be used; the message names the file and the problem."""
 
@@ -149,8 +155,7 @@ class SegmentationDataset(Dataset):
     max_stored_value: int = 255  # the largest value an annotation file may hold
 
     def _init_samples(self, root: Path, split: str, transform: Callable | None, on_error: OnError) -> None:
-        if on_error not in ("raise", "skip"):
-            raise ConfigError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        check_on_error(on_error)
         self.root, self.split, self.on_error = root, split, on_error
         self.skipped: list[str] = getattr(self, "skipped", [])
         self.transform = transform if transform is not None else val_transform(self.info.mean, self.info.std)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from segfpn.datasets.base import OnError, SegmentationDataset, match_pairs, require_folder
+from segfpn.datasets.base import OnError, SegmentationDataset, check_on_error, match_pairs, require_folder
 from segfpn.datasets.info import DatasetInfo
 from segfpn.errors import ConfigError
 
@@ -80,8 +80,7 @@ class CityscapesDataset(SegmentationDataset):
         transform: Callable | None = None,
         on_error: OnError = "raise",
     ) -> None:
-        if on_error not in ("raise", "skip"):
-            raise ConfigError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        check_on_error(on_error)
         root = Path(root_dir)
         self.skipped: list[str] = []
         self.pairs = list_pairs(root, split, on_error, self.skipped)

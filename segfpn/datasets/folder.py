@@ -22,6 +22,7 @@ from segfpn.datasets.base import (
     CorruptSampleError,
     OnError,
     SegmentationDataset,
+    check_on_error,
     match_pairs,
     require_folder,
 )
@@ -164,8 +165,7 @@ class FolderDataset(SegmentationDataset):
         transform: Callable | None = None,
         on_error: OnError = "raise",
     ) -> None:
-        if on_error not in ("raise", "skip"):
-            raise ConfigError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        check_on_error(on_error)
         root = Path(root_dir)
         require_folder(root, "data_root", LAYOUT)
         if not isinstance(classes, FolderClasses):
