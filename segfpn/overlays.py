@@ -12,7 +12,8 @@ from lightning.pytorch.utilities import rank_zero_info
 from PIL import Image
 
 from segfpn.runs import evaluation_name
-from segfpn.utils.label_figures import comparison_strip, to_rgb
+from segfpn.utils.label_figures import comparison_strip
+from segfpn.utils.visualize import denormalize
 
 
 class OverlayWriter(L.Callback):
@@ -71,7 +72,7 @@ class OverlayWriter(L.Callback):
                     size = (original.height, original.width)  # crops the padding of a batch of several sizes
             h, w = size
             strip = comparison_strip(
-                to_rgb(image[:, :h, :w], info),
+                denormalize(image[:, :h, :w], info),
                 mask[:h, :w].cpu().numpy().astype(np.uint8),
                 prediction[:h, :w],
                 info,

@@ -142,10 +142,9 @@ class Segmenter:
 
     def colorize(self, labels: np.ndarray | torch.Tensor) -> np.ndarray:
         """Label map ``[H, W]`` -> RGB uint8 ``[H, W, 3]`` in the dataset's palette (ignored / unknown ids black)."""
-        labels = labels.cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
-        table = np.zeros((max(self.num_classes, int(labels.max(initial=0)) + 1), 3), dtype=np.uint8)
-        table[: self.num_classes] = np.asarray(self.palette, dtype=np.uint8)
-        return table[labels.astype(np.int64)]
+        from segfpn.utils.visualize import colorize  # matplotlib: only when colours are asked for
+
+        return colorize(np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels), self.dataset_info)
 
     def to_array(self, image: ImageInput) -> np.ndarray:
         """An input image as RGB uint8 ``[H, W, 3]`` (paths are read as ``segfpn predict`` reads them)."""

@@ -63,7 +63,8 @@ def sample_grid(datamodule: Any, split: str, n: int, seed: int) -> Figure:
     import numpy as np
 
     from segfpn.datasets.datamodule import seed_transform
-    from segfpn.utils.label_figures import plot_sample_grid, to_rgb
+    from segfpn.utils.label_figures import plot_sample_grid
+    from segfpn.utils.visualize import denormalize
 
     datamodule.prepare_data()
     datamodule.setup(SPLITS[split])
@@ -75,7 +76,7 @@ def sample_grid(datamodule: Any, split: str, n: int, seed: int) -> Figure:
         image, mask = dataset[index]
         name = Path(dataset.pairs[index][0]).name if hasattr(dataset, "pairs") else str(index)
         caption = f"{name} ({image.shape[-1]}x{image.shape[-2]} px)"
-        samples.append((to_rgb(image, info), mask.numpy().astype(np.uint8), caption))
+        samples.append((denormalize(image, info), mask.numpy().astype(np.uint8), caption))
     augmented = "augmented " if split == "train" else ""
     title = f"{info.name} {split}: {len(samples)} {augmented}samples (image | mask, classes by pixel count)"
     return plot_sample_grid(samples, info, title)

@@ -7,38 +7,17 @@ from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
-import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from PIL import Image, ImageDraw, ImageFont
 
 from segfpn.datasets.info import DatasetInfo
-
-
-def palette_lut(info: DatasetInfo) -> np.ndarray:
-    """``[256, 3]`` uint8 colours indexed by train id: the dataset's palette, black elsewhere (ignore index)."""
-    lut = np.zeros((256, 3), np.uint8)
-    lut[: info.num_classes] = np.asarray(info.palette, np.uint8)
-    return lut
-
-
-def colour_labels(labels: np.ndarray | torch.Tensor, info: DatasetInfo) -> np.ndarray:
-    """Train ids ``[H, W]`` -> RGB ``[H, W, 3]`` in the dataset's palette (ignored pixels black)."""
-    labels = labels.cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
-    return palette_lut(info)[labels.astype(np.int64) % 256]
-
-
-def to_rgb(image: torch.Tensor, info: DatasetInfo) -> np.ndarray:
-    """A ``[3, H, W]`` tensor normalised with the dataset's mean/std back to RGB uint8 ``[H, W, 3]``."""
-    mean = torch.tensor(info.mean, dtype=torch.float32).view(3, 1, 1)
-    std = torch.tensor(info.std, dtype=torch.float32).view(3, 1, 1)
-    rgb = image.detach().float().cpu() * std + mean
-    return rgb.clamp(0, 255).round().byte().permute(1, 2, 0).numpy()
+from segfpn.utils.visualize import colorize, colour_table
 
 
 def blend(image: np.ndarray, labels: np.ndarray, info: DatasetInfo, alpha: float = 0.5) -> np.ndarray:
     """The image with its labels painted on at ``alpha``; ignored pixels keep the image's own colour."""
-    painted = image.astype(np.float32) * (1 - alpha) + colour_labels(labels, info).astype(np.float32) * alpha
+    painted = image.astype(np.float32) * (1 - alpha) + colorize(labels, info).astype(np.float32) * alpha
     keep = (np.asarray(labels) == info.ignore_index)[..., None]
     return np.where(keep, image, painted.round()).astype(np.uint8)
 
@@ -69,7 +48,7 @@ def class_legend(labels: np.ndarray, info: DatasetInfo, max_entries: int = 10) -
     count of the rest), plus ``ignored`` when ignored pixels are present."""
     ids, counts = np.unique(np.asarray(labels), return_counts=True)
     order = [int(i) for i in ids[np.argsort(-counts, kind="stable")] if i < info.num_classes]
-    lut = palette_lut(info) / 255.0
+    lut = colour_table(info) / 255.0
     handles = [Patch(color=lut[i], label=info.classes[i]) for i in order[:max_entries]]
     if len(order) > max_entries:
         handles.append(Patch(color="white", label=f"+{len(order) - max_entries} more classes"))
@@ -97,7 +76,7 @@ def plot_sample_grid(
         ax_image, ax_mask, ax_legend = axes[k // per_row, 3 * (k % per_row) : 3 * (k % per_row) + 3]
         ax_image.imshow(image)
         ax_image.set_title(caption, fontsize=8)
-        ax_mask.imshow(colour_labels(labels, info), interpolation="nearest")
+        ax_mask.imshow(colorize(labels, info), interpolation="nearest")
         ax_mask.set_title("mask", fontsize=8)
         ax_legend.legend(
             handles=class_legend(labels, info), loc="center left", fontsize=7, frameon=False, handlelength=1.0

@@ -40,7 +40,8 @@ def denormalize(image: torch.Tensor, dataset_info: DatasetInfo | None = None) ->
     mean, std = (dataset_info.mean, dataset_info.std) if dataset_info is not None else (IMAGENET_MEAN, IMAGENET_STD)
     mean = torch.tensor(mean, device=image.device).view(3, 1, 1)
     std = torch.tensor(std, device=image.device).view(3, 1, 1)
-    return (image.detach().float() * std + mean).clamp(0, 255).byte().permute(1, 2, 0).cpu().numpy()
+    # rounded: the exact 8-bit pixels of an image that came from a file through the same mean/std
+    return (image.detach().float() * std + mean).clamp(0, 255).round().byte().permute(1, 2, 0).cpu().numpy()
 
 
 def colorize(labels: np.ndarray | torch.Tensor, dataset_info: DatasetInfo | None = None) -> np.ndarray:
