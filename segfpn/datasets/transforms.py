@@ -1,4 +1,4 @@
-"""albumentations pipelines: the Semantic FPN ADE20K training recipe and the evaluation transform."""
+"""albumentations pipelines: the Semantic FPN training recipe (mmseg's) and the evaluation transform."""
 
 from __future__ import annotations
 
