@@ -1,5 +1,6 @@
-"""``segfpn fit`` + ``segfpn validate`` on generated data in the Cityscapes layout and in the folder layout with
-RGB-palette masks: the run's model, checkpoint and per-class results are those of THAT dataset's classes."""
+"""``segfpn fit`` + ``segfpn validate`` + ``segfpn analyze`` on generated data in the Cityscapes layout and in the
+folder layout with RGB-palette masks: the run's model, checkpoint, per-class results and error analysis are those of
+THAT dataset's classes."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from segfpn.cli import run_cli
+from segfpn.cli import main, run_cli
 from segfpn.datasets.cityscapes import CITYSCAPES_CLASSES
 from segfpn.datasets.datamodule import SegmentationDataModule
 from segfpn.datasets.synthetic_layouts import FOLDER_CLASSES
@@ -69,6 +70,12 @@ def test_fit_and_validate_carry_the_datasets_class_names(tmp_path: Path, dataset
     assert "sky" in seen  # the top band of every generated scene: scored in any layout
     if "classes" in record:  # written by ResultsWriter once it names the classes
         assert tuple(record["classes"]) == names
+
+    # the error analysis of the checkpoint names the same classes, in its table and its figures' files
+    main(["analyze", str(run / "checkpoints" / "best.ckpt"), "--data-root", str(tmp_path / "data")])
+    markdown = (run / "analysis" / "error_analysis.md").read_text()
+    assert f"| 0 | {names[0]} |" in markdown and f"| 1 | {names[1]} |" in markdown
+    assert (run / "analysis" / "per_class_iou.png").stat().st_size > 0
 
 
 def test_every_data_option_has_a_help_line_and_dataset_lists_its_choices(capsys: pytest.CaptureFixture) -> None:
