@@ -111,7 +111,7 @@ class SegmentationModule(L.LightningModule):
         weights = torch.tensor(class_weight, dtype=torch.float) if isinstance(class_weight, list) else None
         if weights is not None and len(weights) != num_classes:
             raise ConfigError(f"model.class_weight has {len(weights)} values, expected num_classes={num_classes}")
-        self.dataset_info = DatasetInfo.from_dict(dataset_info) if dataset_info else DatasetInfo.generic(num_classes)
+        self.dataset_info = DatasetInfo.from_hparams(dataset_info, num_classes)
         if self.dataset_info.num_classes != num_classes:
             raise ConfigError(
                 f"model.num_classes={num_classes} but dataset {self.dataset_info.name!r} has "

@@ -8,7 +8,6 @@ the bare :class:`~segfpn.models.SegmentationModel` from the checkpoint's hyper-p
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ from segfpn.datasets.info import DatasetInfo
 from segfpn.datasets.transforms import val_transform
 from segfpn.errors import CheckpointError, ConfigError
 from segfpn.inference import InferenceConfig, inference_config, predict_logits
-from segfpn.models.segmentation_model import SegmentationModel
+from segfpn.models.segmentation_model import SegmentationModel, model_arguments
 
 ImageInput = Union[str, Path, Image.Image, np.ndarray]
 
@@ -78,18 +77,15 @@ def load_trained_network(path: str | Path, option: str = "checkpoint") -> Loaded
             f"{option} {str(path)!r} is not a segfpn checkpoint: no '{_STATE_PREFIX}*' weights in its state_dict "
             f"(first keys: {list(state)[:3]})"
         )
-    accepted = inspect.signature(SegmentationModel).parameters
-    args = {k: v for k, v in hparams.items() if k in accepted}
-    args.update(pretrained=False, pretrained_path=None)  # the checkpoint's weights replace them
-    model = SegmentationModel(**args)
+    # the checkpoint's weights replace the pretrained ones
+    model = SegmentationModel(**{**model_arguments(hparams), "pretrained": False, "pretrained_path": None})
     missing, unexpected = model.load_state_dict(weights, strict=False)
     if missing or unexpected:
         raise CheckpointError(
             f"{option} {str(path)!r}: its weights do not fit the network its hyper-parameters describe "
             f"({len(missing)} missing, e.g. {missing[:2]}; {len(unexpected)} unexpected, e.g. {unexpected[:2]})"
         )
-    info = hparams.get("dataset_info")
-    dataset_info = DatasetInfo.from_dict(info) if info else DatasetInfo.generic(model.num_classes)
+    dataset_info = DatasetInfo.from_hparams(hparams.get("dataset_info"), model.num_classes)
     network = TrainedNetwork(model, bool(hparams.get("channels_last", False))).eval()
     return LoadedCheckpoint(network, inference_config(hparams.get("inference")), dataset_info, hparams)
 

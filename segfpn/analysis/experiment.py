@@ -16,7 +16,6 @@ scores land in ``results/`` there. A variant whose final results exist is not ru
 from __future__ import annotations
 
 import importlib
-import inspect
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Any
 import yaml
 
 from segfpn.errors import ConfigError, DataError
-from segfpn.models import SegmentationModel
+from segfpn.models.segmentation_model import model_arguments
 from segfpn.packaged_configs import resolve_config
 from segfpn.preemption import stop_exit_code, stopped_by_signal
 
@@ -87,8 +86,7 @@ class Experiment:
         data = {**_init_args(config.get("data")), **_section(dotted, "data")}
         if "num_classes" not in model:
             model["num_classes"] = data_num_classes(config.get("data"), data)
-        names = inspect.signature(SegmentationModel).parameters
-        return {k: v for k, v in model.items() if k in names}
+        return model_arguments(model)
 
 
 def _dotted_args(args: list[str]) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from segfpn.datasets.sampling import (
     class_weights,
     repeat_factors,
 )
-from segfpn.datasets.transforms import train_transform, val_transform
+from segfpn.datasets.transforms import train_transform
 from segfpn.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -146,9 +146,8 @@ class SegmentationDataModule(L.LightningDataModule):
             self.layout.generate(self.data_root, hp.embedded_num_train, hp.embedded_num_val, hp.seed)
 
     def build_dataset(self, split: str, transform: Callable | None = None) -> SegmentationDataset:
-        """The dataset of split folder ``split`` in this layout (``transform`` default: the validation one)."""
-        if transform is None:
-            transform = val_transform(self.dataset_info.mean, self.dataset_info.std)
+        """The dataset of split folder ``split`` in this layout (``transform`` default: the dataset's validation
+        one)."""
         return self.layout.build(self.data_root, split, transform, self.hparams.on_error, self.classes)
 
     def setup(self, stage: str | None = None) -> None:

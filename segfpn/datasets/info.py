@@ -87,6 +87,12 @@ class DatasetInfo:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
     @classmethod
+    def from_hparams(cls, values: dict[str, Any] | None, num_classes: int) -> DatasetInfo:
+        """The description a checkpoint or module was given (``dataset_info``), or generic names for
+        ``num_classes`` classes when it has none (checkpoints from before, a model built without data)."""
+        return cls.from_dict(values) if values else cls.generic(num_classes)
+
+    @classmethod
     def generic(cls, num_classes: int, ignore_index: int = IGNORE_INDEX) -> DatasetInfo:
         """Classes ``class_0``.. with generated colours: for a model built without a dataset."""
         return cls("unnamed", tuple(f"class_{i}" for i in range(num_classes)), ignore_index=ignore_index)

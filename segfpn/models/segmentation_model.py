@@ -173,6 +173,12 @@ class SegmentationModel(nn.Module):
         return logits[..., :h, :w]
 
 
+def model_arguments(values: dict[str, Any]) -> dict[str, Any]:
+    """The entries of ``values`` (hyper-parameters, a config's model section) that are SegmentationModel's."""
+    names = inspect.signature(SegmentationModel).parameters
+    return {k: v for k, v in values.items() if k in names}
+
+
 def architecture_options(num_classes: int, options: dict[str, Any]) -> dict[str, Any]:
     """Every argument of ``SegmentationModel(num_classes, **options)`` with the defaults filled in."""
     bound = inspect.signature(SegmentationModel).bind(num_classes, **options)
