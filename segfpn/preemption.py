@@ -9,7 +9,7 @@ import re
 import signal
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -106,13 +106,16 @@ class GracefulStop(L.Callback):
         self._restore()
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
-        self._act(trainer)
+        # a stop between the micro-batches of one optimiser step, or just before a validation, would resume as
+        # another run: wait for the step's end, or for the validation's
+        if stepped(trainer) and not validation_follows(trainer):
+            self._act(trainer, lambda callback: callback.on_train_batch_end(trainer, pl_module, *args))
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.sanity_checking and trainer.state.fn == "fit":
-            self._act(trainer)
+        if not trainer.sanity_checking and trainer.state.fn == "fit" and stepped(trainer):
+            self._act(trainer, lambda callback: callback.on_validation_end(trainer, pl_module))
 
-    def _act(self, trainer: L.Trainer) -> None:
+    def _act(self, trainer: L.Trainer, checkpoint_hook: Callable[[L.Callback], None]) -> None:
         if not self._previous or self.stopped_by is not None:
             return
         local = torch.tensor(int(self.received or 0), device=trainer.strategy.root_device)
@@ -129,9 +132,14 @@ class GracefulStop(L.Callback):
         path = Path(trainer.strategy.broadcast(str(path)))
         what = "Slurm pre-emption" if requeue else "Stop"
         rank_zero_info(f"{what} ({self.stopped_by.name}): saving {path} at step {trainer.global_step} and stopping")
+        # Lightning runs the checkpoint callbacks after all others: their save of this step goes first, so that the
+        # stop checkpoint holds their state after it (best score, top-k list), as the uninterrupted run's would
+        for callback in trainer.checkpoint_callbacks:
+            checkpoint_hook(callback)
         trainer.save_checkpoint(path)
         self.saved = path if requeue else None
         trainer.should_stop = True
+        trainer.limit_val_batches = 0  # Lightning validates when told to stop; a pre-empted job has no time for it
         # a SIGTERM that reached Lightning's handler before ours was reinstalled would make Lightning raise after
         # the stop (exit 0 instead of 143): this stop is the answer to it
         connector = getattr(trainer, "_signal_connector", None)
@@ -157,6 +165,17 @@ class GracefulStop(L.Callback):
                 rank_zero_info(f"Requeued Slurm job {job}: it resumes at step {trainer.global_step} (--ckpt_path last)")
             else:
                 log.error("scontrol requeue %s failed (%s): %s", job, result.returncode, result.stderr.strip())
+
+
+def stepped(trainer: L.Trainer) -> bool:
+    """Whether the training batch that just ended finished an optimiser step (not inside gradient accumulation)."""
+    return not trainer.fit_loop.epoch_loop._should_accumulate()
+
+
+def validation_follows(trainer: L.Trainer) -> bool:
+    """Whether Lightning validates after the training batch that just ended."""
+    loop = trainer.fit_loop
+    return trainer.enable_validation and loop.epoch_loop._should_check_val_fx(loop._data_fetcher)
 
 
 _recorded: signal.Signals | None = None

@@ -62,7 +62,7 @@ def sample_grid(datamodule: Any, split: str, n: int, seed: int) -> Figure:
     """The grid figure of ``n`` samples of ``split`` as the DataModule delivers them (seeded augmentation)."""
     import numpy as np
 
-    from segfpn.datasets.datamodule import seed_transform
+    from segfpn.datasets.stream import stream_seed
     from segfpn.utils.label_figures import plot_sample_grid
     from segfpn.utils.visualize import denormalize
 
@@ -70,10 +70,9 @@ def sample_grid(datamodule: Any, split: str, n: int, seed: int) -> Figure:
     datamodule.setup(SPLITS[split])
     dataset = datamodule.datasets[split]
     info = datamodule.dataset_info
-    seed_transform(dataset, seed)
     samples = []
     for index in pick_indices(len(dataset), n, seed):
-        image, mask = dataset[index]
+        image, mask = dataset[(index, stream_seed(seed, index))]
         name = Path(dataset.pairs[index][0]).name if hasattr(dataset, "pairs") else str(index)
         caption = f"{name} ({image.shape[-1]}x{image.shape[-2]} px)"
         samples.append((denormalize(image, info), mask.numpy().astype(np.uint8), caption))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import random
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +29,15 @@ log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 OnError = Literal["raise", "skip"]
 T = TypeVar("T")
+
+
+def seed_transform(transform: Callable | None, seed: int) -> None:
+    """Seed an albumentations pipeline, which keeps its own random state (neither torch's nor numpy's seed
+    reaches it). One numpy and one Python generator shared by all its transforms: ``set_random_seed`` would give
+    each transform its own generator with the same seed, and so the same draws (a flip decided by the same number
+    as the scale ratio)."""
+    if hasattr(transform, "set_random_state"):
+        transform.set_random_state(np.random.default_rng(seed), random.Random(seed))
 
 
 def check_on_error(on_error: str) -> None:
@@ -203,7 +213,12 @@ class SegmentationDataset(Dataset):
             image = raw  # annotated on the stored pixels: ignore the EXIF orientation
         return image, self.info.map_labels(ann)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, index: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sample ``index``; ``(index, seed)`` (what :class:`~segfpn.datasets.stream.TrainStream` yields) first
+        seeds the augmentation with ``seed``."""
+        if isinstance(index, tuple):
+            index, seed = index
+            seed_transform(self.transform, seed)
         for attempt in range(len(self)):
             i = (index + attempt) % len(self)
             try:

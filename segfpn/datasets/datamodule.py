@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import functools
 import logging
-import random
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
 import lightning as L
-import numpy as np
 import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset
@@ -27,28 +26,14 @@ from segfpn.datasets.sampling import (
     class_weights,
     repeat_factors,
 )
+from segfpn.datasets.stream import StreamPosition, TrainStream, seed_step, stream_seed
 from segfpn.datasets.transforms import train_transform
 from segfpn.errors import ConfigError
 
 log = logging.getLogger(__name__)
-
-
-def seed_worker(worker_id: int) -> None:
-    """Give every worker (and every epoch) its own numpy, random and albumentations streams."""
-    seed = torch.initial_seed() % 2**32
-    np.random.seed(seed)
-    random.seed(seed)
-    info = torch.utils.data.get_worker_info()
-    if info is not None:
-        seed_transform(info.dataset, seed)
-
-
-def seed_transform(dataset: Dataset, seed: int) -> None:
-    """Seed a dataset's albumentations pipeline, which keeps its own random state (seeded from the OS
-    unless told): neither ``seed_everything`` nor numpy/random seeds reach it."""
-    transform = getattr(dataset, "transform", None)
-    if hasattr(transform, "set_random_seed"):
-        transform.set_random_seed(seed)
+# Lightning warns that a mid-epoch resume repeats or skips data unless the loader itself has a state_dict; this
+# DataModule's state (the stream position, restored with it) makes the resume exact
+warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
 
 
 DatasetName = Literal["ade20k", "cityscapes", "folder"]
@@ -86,6 +71,10 @@ class SegmentationDataModule(L.LightningDataModule):
         on_error: ``raise`` on a corrupt sample, or ``skip`` it with a warning.
         pin_memory: pin batches in page-locked memory (only with a GPU).
         seed: seed of the sampler order and of the embedded data.
+
+    The training stream resumes exactly (``segfpn.datasets.stream``): its position and seed are saved in each
+    checkpoint (``state_dict``), and a resumed run trains on the samples, with the augmentation draws, the
+    uninterrupted run would have.
     """
 
     def __init__(
@@ -139,6 +128,10 @@ class SegmentationDataModule(L.LightningDataModule):
         self.dataset_info: DatasetInfo = self.classes.info if self.classes is not None else self.layout.info
         self.num_classes = self.dataset_info.num_classes
         self.datasets: dict[str, Dataset] = {}
+        # the augmentation and step seed: from torch's seed (``seed_everything``) at the first fit, then the
+        # checkpoint's; and how far this rank got in the training stream
+        self.stream_seed: int | None = None
+        self.position = StreamPosition()
 
     def prepare_data(self) -> None:
         hp = self.hparams
@@ -158,6 +151,9 @@ class SegmentationDataModule(L.LightningDataModule):
                 mean=info.mean, std=info.std, ignore_index=info.ignore_index,
             )  # fmt: skip
             self.datasets["train"] = self.build_dataset(self.splits["train"], transform)
+            if self.stream_seed is None:
+                seed = stream_seed(hp.seed, torch.initial_seed())
+                self.stream_seed = self.trainer.strategy.broadcast(seed) if self.trainer is not None else seed
         for split, stages in (("val", ("fit", "validate", None)), ("test", ("test", None))):
             if stage in stages and split not in self.datasets:
                 self.datasets[split] = self.build_dataset(self.splits[split])
@@ -174,24 +170,64 @@ class SegmentationDataModule(L.LightningDataModule):
             num_workers=workers,
             pin_memory=self.hparams.pin_memory and torch.cuda.is_available(),
             persistent_workers=workers > 0,
-            worker_init_fn=seed_worker,
             **kwargs,
         )
 
     def train_dataloader(self) -> DataLoader:
         hp = self.hparams
-        epoch_fn = self._trainer_epoch
         if hp.sampler == "repeat_factor":
-            factors = repeat_factors(self.class_stats().presence, hp.repeat_threshold)
-            sampler = RepeatFactorSampler(factors, hp.seed, epoch_fn)
+            order = RepeatFactorSampler(repeat_factors(self.class_stats().presence, hp.repeat_threshold), hp.seed)
         else:
-            sampler = EpochShuffleSampler(len(self.datasets["train"]), hp.seed, epoch_fn)
-        if hp.num_workers == 0:  # workers are seeded by seed_worker; the main process, like them, from torch's seed
-            seed_transform(self.datasets["train"], torch.initial_seed() % 2**32)
-        return self._loader("train", hp.batch_size, sampler=sampler, drop_last=True, collate_fn=self._collate)
+            order = EpochShuffleSampler(len(self.datasets["train"]), hp.seed)
+        world_size, rank = self._world()
+        stream = TrainStream(order, self._seed, world_size, rank, self._trainer_epoch, self._resume_start)
+        return self._loader("train", hp.batch_size, sampler=stream, drop_last=True, collate_fn=self._collate)
+
+    @property
+    def _seed(self) -> int:
+        return self.stream_seed if self.stream_seed is not None else stream_seed(self.hparams.seed, 0)
 
     def _trainer_epoch(self) -> int | None:
         return self.trainer.current_epoch if self.trainer is not None else None
+
+    def _world(self) -> tuple[int, int]:
+        return (self.trainer.world_size, self.trainer.global_rank) if self.trainer is not None else (1, 0)
+
+    def _resume_start(self, epoch: int) -> int:
+        """The samples of ``epoch`` this rank already trained on (0 unless the run resumed inside it)."""
+        position, world_size = self.position, self._world()[0]
+        if position.epoch != epoch or position.batches == 0:
+            return 0
+        if (position.world_size, position.batch_size) != (world_size, self.hparams.batch_size):
+            warnings.warn(
+                f"resuming epoch {epoch} with {world_size} processes of batch {self.hparams.batch_size}, saved with "
+                f"{position.world_size} of batch {position.batch_size}: the epoch starts over (its first "
+                f"{position.batches} steps see their samples again); the run is not the uninterrupted one",
+                stacklevel=2,
+            )
+            self.position = StreamPosition(epoch, 0, self.hparams.batch_size, world_size, self._seed)
+            return 0
+        return position.batches * position.batch_size
+
+    def on_before_batch_transfer(self, batch, dataloader_idx: int):
+        """Count the training batches as the loop takes them (not as workers prefetch them) and seed the step."""
+        trainer = self.trainer
+        if trainer is not None and trainer.training and not trainer.sanity_checking:
+            epoch, (world_size, rank) = trainer.current_epoch, self._world()
+            done = self.position.batches if self.position.epoch == epoch else 0
+            self.position = StreamPosition(epoch, done + 1, self.hparams.batch_size, world_size, self._seed)
+            seed_step(self._seed, epoch, done, rank)
+        return batch
+
+    def state_dict(self) -> dict:
+        return {"train_stream": self.position.state_dict()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Resume the training stream where the checkpoint left it (one saved before it existed: the epoch
+        starts over)."""
+        if "train_stream" in state_dict:
+            self.position = StreamPosition.from_state_dict(state_dict["train_stream"])
+            self.stream_seed = self.position.seed
 
     def _eval_loader(self, split: str) -> DataLoader:
         """Under DDP every sample is evaluated exactly once (no padding duplicates: UnrepeatedDistributedSampler)."""

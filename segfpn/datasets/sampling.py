@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Literal
 
 import numpy as np
@@ -24,71 +24,80 @@ def repeat_factors(presence: np.ndarray, threshold: float = 0.01) -> np.ndarray:
 
 
 class _EpochSeeded:
-    """Epoch bookkeeping shared by segfpn's samplers.
-
-    ``epoch_fn`` (e.g. ``lambda: trainer.current_epoch``) wins over ``set_epoch``: after a resume from an
-    end-of-epoch checkpoint Lightning calls ``set_epoch`` with one more than the epoch it trains, which
-    would skip an epoch's order.
-    """
+    """An order drawn from (seed, epoch), as DistributedSampler's is: the same epoch, the same order."""
 
     seed: int
     epoch: int = 0
-    epoch_fn: Callable[[], int | None] | None = None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def current_epoch(self) -> int:
-        epoch = self.epoch_fn() if self.epoch_fn is not None else None
-        return self.epoch if epoch is None else epoch
-
     def generator(self) -> torch.Generator:
-        return torch.Generator().manual_seed(self.seed + self.current_epoch())
+        return torch.Generator().manual_seed(self.seed + self.epoch)
 
 
 class EpochShuffleSampler(_EpochSeeded, Sampler[int]):
-    """A random permutation drawn from (seed, epoch): the same order for an epoch after a resume."""
+    """A random permutation drawn from (seed, epoch)."""
 
-    def __init__(self, num_samples: int, seed: int = 0, epoch_fn: Callable[[], int | None] | None = None) -> None:
+    def __init__(self, num_samples: int, seed: int = 0) -> None:
         self.num_samples = num_samples
         self.seed = seed
-        self.epoch_fn = epoch_fn
 
     def __iter__(self) -> Iterator[int]:
-        g = self.generator()
-        return iter(torch.randperm(self.num_samples, generator=g).tolist())
+        return iter(torch.randperm(self.num_samples, generator=self.generator()).tolist())
 
     def __len__(self) -> int:
         return self.num_samples
 
 
-class RepeatFactorSampler(_EpochSeeded, Sampler[int]):
-    """Each epoch has the same length n = round(sum of r_i) (at least 1); image i is drawn floor or ceil of
-    n r_i / sum(r) times, that value on average (r_i when the sum is whole), in a shuffled order.
+def _inclusion_probabilities(weights: torch.Tensor, draws: int) -> torch.Tensor:
+    """Probabilities proportional to ``weights`` that sum to ``draws``, none above 1 (the excess of capped ones
+    is spread over the others in proportion)."""
+    p = torch.zeros_like(weights)
+    free = weights > 0
+    while draws > 0 and bool(free.any()):
+        share = weights * free * ((draws - float(p[~free].sum())) / float(weights[free].sum()))
+        over = free & (share >= 1)
+        if not bool(over.any()):
+            return torch.where(free, share, p)
+        p[over], free = 1.0, free & ~over
+    return p
 
-    Deterministic per (seed, epoch), so every DDP rank sees the same list and Lightning's
-    DistributedSamplerWrapper gives each the same number of samples every epoch.
+
+class RepeatFactorSampler(_EpochSeeded, Sampler[int]):
+    """Class-balanced sampling with a fixed epoch length n = round(sum of r_i) (at least 1), so DDP ranks agree.
+
+    Image i is drawn floor(r_i) times, plus once more for n - sum(floor(r)) images picked by systematic sampling
+    with probabilities proportional to the fractional parts: floor(r_i) or floor(r_i) + 1 draws, whole factors
+    exactly, r_i on average when the fractional parts sum to a whole number (LVIS / detectron2 draw each extra
+    independently, so their epoch length varies). Deterministic per (seed, epoch), in a shuffled order.
     """
 
-    def __init__(self, factors: np.ndarray, seed: int = 0, epoch_fn: Callable[[], int | None] | None = None) -> None:
+    def __init__(self, factors: np.ndarray, seed: int = 0) -> None:
         self.factors = torch.as_tensor(factors, dtype=torch.float64)
         if len(self.factors) == 0 or not bool((self.factors > 0).all()):
             raise ConfigError(f"repeat factors must be positive and at least one, got {self.factors.tolist()[:10]}")
         self.seed = seed
-        self.epoch_fn = epoch_fn
         self.num_samples = max(1, round(float(self.factors.sum())))
+        self.whole = torch.floor(self.factors)
+        extra = self.num_samples - int(self.whole.sum())
+        fractions = self.factors - self.whole
+        # a rounding up of the length with no fractional part to carry it (e.g. factors all below 1/2)
+        self.extra_p = _inclusion_probabilities(fractions if fractions.sum() > 0 else self.factors, extra)
 
     def _indices(self) -> torch.Tensor:
-        # systematic sampling: n points u, u+1, ..., u+n-1 on the images' expected counts laid end to end, in
-        # a random image order; image i gets floor or ceil of its expected count and exactly it on average
         g = self.generator()
-        order = torch.randperm(len(self.factors), generator=g)
-        expected = self.factors[order] * (self.num_samples / float(self.factors.sum()))
-        ends = torch.cumsum(expected, 0)
-        ends[-1] = self.num_samples  # no rounding error at the end
-        points = torch.rand(1, generator=g, dtype=torch.float64) + torch.arange(self.num_samples, dtype=torch.float64)
-        indices = order[torch.searchsorted(ends, points, right=True)]
-        return indices[torch.randperm(self.num_samples, generator=g)]
+        extra = round(float(self.extra_p.sum()))
+        counts = self.whole.clone()
+        if extra:
+            # systematic sampling: points u, u+1, ... on the probabilities laid end to end in a random order
+            order = torch.randperm(len(self.factors), generator=g)
+            ends = torch.cumsum(self.extra_p[order], 0)
+            ends[-1] = extra  # no rounding error at the end
+            points = torch.rand(1, generator=g, dtype=torch.float64) + torch.arange(extra, dtype=torch.float64)
+            counts[order[torch.searchsorted(ends, points, right=True)]] += 1
+        indices = torch.repeat_interleave(torch.arange(len(self.factors)), counts.long())
+        return indices[torch.randperm(len(indices), generator=g)]
 
     def __iter__(self) -> Iterator[int]:
         return iter(self._indices().tolist())
