@@ -131,3 +131,75 @@ def test_evaluation_sharding_yields_each_sample_once(size: int, world: int) -> N
     assert all(shard == sorted(shard) for shard in shards)  # evaluation order kept
     assert max(map(len, shards)) - min(map(len, shards)) <= 1
     assert [len(sampler) for sampler in samplers] == [len(shard) for shard in shards]
+
+
+def test_repeat_factor_draws_stay_within_the_per_image_bounds_for_1000_epochs() -> None:
+    """floor(r_i) or floor(r_i) + 1 draws in every epoch, whole factors exactly, mean r_i, a fixed length."""
+    factors = np.concatenate([np.ones(60), np.full(20, 2.0), 1.0 + 3.0 * np.random.default_rng(1).random(120) ** 2])
+    factors[-1] += round(factors.sum()) - factors.sum()  # fractional parts summing to a whole: exact mean
+    sampler = RepeatFactorSampler(factors, seed=0)
+    counts = np.zeros(len(factors))
+    for epoch in range(1000):
+        sampler.set_epoch(epoch)
+        drawn = np.bincount(list(sampler), minlength=len(factors))
+        assert drawn.sum() == len(sampler) == round(factors.sum())
+        assert ((drawn == np.floor(factors)) | (drawn == np.floor(factors) + 1)).all(), epoch
+        assert (drawn[:80] == factors[:80]).all(), epoch  # whole factors: exactly r_i, every epoch
+        counts += drawn
+    assert abs(counts / 1000 - factors).max() < 0.06  # binomial noise of 1000 epochs: sd <= 0.016
+
+
+@pytest.mark.parametrize("world", [1, 2, 3])
+def test_train_stream_deals_one_epoch_and_resumes_at_a_position(world: int) -> None:
+    from segfpn.datasets.sampling import EpochShuffleSampler
+    from segfpn.datasets.stream import TrainStream
+
+    def streams(start: int = 0) -> list[list[tuple[int, int]]]:
+        out = []
+        for rank in range(world):
+            stream = TrainStream(EpochShuffleSampler(10, seed=4), 7, world, rank, start_fn=lambda epoch: start)
+            stream.set_epoch(3)
+            out.append(list(stream))
+            assert len(stream) == -(-10 // world)
+        return out
+
+    full = streams()
+    order = EpochShuffleSampler(10, seed=4)
+    order.set_epoch(3)
+    dealt: list[tuple[int, int]] = [(-1, -1)] * (len(full[0]) * world)
+    for rank, pairs in enumerate(full):
+        dealt[rank::world] = pairs
+    assert [i for i, _ in dealt][:10] == list(order)  # the epoch's order, dealt round-robin (then padding)
+    assert len({seed for _, seed in dealt}) == len(dealt)  # one augmentation seed per position
+    for rank, (whole, resumed) in enumerate(zip(full, streams(start=2))):
+        assert resumed == whole[2:], rank  # a resume skips this rank's first two samples, nothing else changes
+
+
+def test_a_resume_with_another_number_of_processes_warns_and_starts_the_epoch_over(synthetic_root: Path) -> None:
+    from segfpn.datasets import ADE20KDataModule
+
+    data = ADE20KDataModule(str(synthetic_root), batch_size=2, num_workers=0, crop_size=32, scale=(64, 32))
+    saved = {"epoch": 0, "batches": 3, "batch_size": 2, "world_size": 2, "seed": 5}
+    data.load_state_dict({"train_stream": saved})
+    data.setup("fit")
+    with pytest.warns(UserWarning, match="with 1 processes of batch 2, saved with 2 of batch 2: the epoch starts over"):
+        pairs = list(data.train_dataloader().sampler)
+    assert len(pairs) == 16 and {seed for _, seed in pairs} != set() and data.stream_seed == 5
+
+
+def test_a_resume_mid_epoch_loads_no_skipped_sample(synthetic_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from segfpn.datasets import ADE20KDataModule
+
+    data = ADE20KDataModule(str(synthetic_root), batch_size=2, num_workers=0, crop_size=32, scale=(64, 32))
+    data.setup("fit")
+    whole = [batch[1] for batch in data.train_dataloader()]
+    seed = data.state_dict()["train_stream"]["seed"]  # the stream this data module drew at setup
+    data.load_state_dict({"train_stream": {"epoch": 0, "batches": 5, "batch_size": 2, "world_size": 1, "seed": seed}})
+    loaded = []
+    original = type(data.datasets["train"]).load_pair
+    monkeypatch.setattr(
+        type(data.datasets["train"]), "load_pair", lambda self, i: loaded.append(i) or original(self, i)
+    )
+    resumed = [batch[1] for batch in data.train_dataloader()]
+    assert len(loaded) == 6  # the three remaining batches of 2, not the 10 samples skipped
+    assert all(torch.equal(a, b) for a, b in zip(resumed, whole[5:], strict=True))  # the same crops and flips

@@ -121,3 +121,20 @@ def test_photometric_lookup_tables_match_float_arithmetic() -> None:
     for _ in range(50):
         params = t.get_params()
         np.testing.assert_array_equal(t.apply(image, **params), _reference_distortion(image, **params))
+
+
+def test_seeded_augmentation_steps_draw_independently() -> None:
+    """One seed for a pipeline gives its transforms one shared stream: a horizontal flip is not decided by the
+    same number as a vertical one (albumentations' set_random_seed seeds each transform alike)."""
+    import albumentations as A
+
+    from segfpn.datasets.base import seed_transform
+
+    pipeline = A.Compose([A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5)])
+    image = np.arange(4, dtype=np.uint8).reshape(2, 2, 1)  # [[0, 1], [2, 3]]: each flip moves a different pixel
+    outcomes = set()
+    for seed in range(64):
+        seed_transform(pipeline, seed)
+        out = pipeline(image=image)["image"][..., 0]
+        outcomes.add((bool(out[0, 0] in (1, 3)), bool(out[0, 0] in (2, 3))))  # (flipped left-right, up-down)
+    assert outcomes == {(False, False), (True, False), (False, True), (True, True)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import warnings
@@ -220,7 +221,7 @@ class SegmentationDataModule(L.LightningDataModule):
         return batch
 
     def state_dict(self) -> dict:
-        return {"train_stream": self.position.state_dict()}
+        return {"train_stream": dataclasses.replace(self.position, seed=self._seed).state_dict()}
 
     def load_state_dict(self, state_dict: dict) -> None:
         """Resume the training stream where the checkpoint left it (one saved before it existed: the epoch
