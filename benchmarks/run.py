@@ -28,9 +28,10 @@ SECTIONS = {
     "metric": "benchmarks.metric_cost",
     "inference": "benchmarks.inference_modes",
     "export": "benchmarks.export_parity",
+    "resume": "benchmarks.resume_cost",
 }
 # Tables in report order (the model section writes two).
-TABLES = ("machine", "model", "model_ratios", "loop", "data", "metric", "inference", "export")
+TABLES = ("machine", "model", "model_ratios", "loop", "data", "metric", "inference", "export", "resume")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -158,3 +158,13 @@ def test_preempted_job_is_requeued_and_resumes(slurm: dict[str, str], tmp_path: 
     assert "restart 1" in log and "Restored all states from the checkpoint" in log, log[-3000:]
     final = torch.load(last, weights_only=True)
     assert final["global_step"] == planned, log[-3000:]
+    # a twin job, never pre-empted, ends with the same weights: the requeued run is the uninterrupted one
+    twin_dir = tmp_path / "twin"
+    twin_dir.mkdir()
+    twin = _submit(slurm, twin_dir, _config(twin_dir, synthetic_root, max_steps=planned))
+    _wait(slurm, twin, 600)
+    twin_last = twin_dir / "run" / f"slurm-{twin}" / "checkpoints" / "last.ckpt"
+    expected = torch.load(twin_last, weights_only=True)
+    assert expected["global_step"] == planned, (twin_dir / f"job-{twin}.out").read_text()[-3000:]
+    for name, value in expected["state_dict"].items():
+        assert torch.equal(final["state_dict"][name], value), name
