@@ -22,7 +22,7 @@ from segfpn.datasets import ADE20KDataset, train_transform
 from segfpn.datasets.base import seed_transform
 from segfpn.datasets.collate import pad_collate
 from segfpn.datasets.sampling import EpochShuffleSampler
-from segfpn.datasets.stream import TrainStream, seed_step
+from segfpn.datasets.stream import TrainStream, seed_step, stream_seed
 from segfpn.models import SegmentationModel
 
 
@@ -47,31 +47,57 @@ def _loader(dataset: Dataset, sampler, batch_size: int) -> DataLoader:
 
 
 def loader_rates(root: Path, count: int, rounds: int) -> list[dict]:
-    dataset = ADE20KDataset(root, "training", transform=train_transform(512))
-    seed_transform(dataset.transform, 0)  # before: seeded once, one stream for every sample
-    epoch = {"n": 0}
+    """Both loaders on the recipe (their draws differ, and with them the work: rescale ratio, crop re-draws,
+    photometric steps) and on a pipeline whose work does not depend on the draws (ratio 1, no crop re-draw, no
+    photometric distortion), where the difference is the seeding alone."""
+    pipelines = {
+        "recipe": train_transform(512),
+        "same work": train_transform(512, ratio_range=(1.0, 1.0), cat_max_ratio=1.0, photometric=False),
+    }
+    rows = []
+    for name, transform in pipelines.items():
+        dataset = ADE20KDataset(root, "training", transform=transform)
+        seed_transform(dataset.transform, 0)  # before: seeded once, one stream for every sample
+        epoch = {"n": 0}
 
-    def before() -> None:
-        sampler = EpochShuffleSampler(count, seed=0)
-        sampler.set_epoch(epoch["n"])
-        for _ in _loader(dataset, sampler, 4):
-            pass
+        def before() -> None:
+            sampler = EpochShuffleSampler(count, seed=0)
+            sampler.set_epoch(epoch["n"])
+            for _ in _loader(dataset, sampler, 4):
+                pass
 
-    def after() -> None:
-        stream = TrainStream(EpochShuffleSampler(count, seed=0), seed=0)
-        stream.set_epoch(epoch["n"])
-        for _ in _loader(dataset, stream, 4):
-            pass
-        epoch["n"] += 1
+        def after() -> None:
+            stream = TrainStream(EpochShuffleSampler(count, seed=0), seed=0)
+            stream.set_epoch(epoch["n"])
+            for _ in _loader(dataset, stream, 4):
+                pass
+            epoch["n"] += 1
 
-    times = interleaved({"before": before, "after": after}, rounds)
-    rate = {k: count / v for k, v in times.items()}
+        times = interleaved({"before": before, "after": after}, rounds)
+        rate = {k: count / v for k, v in times.items()}
+        rows.append(
+            {
+                "measure": f"train loader, images/s ({name}: ADE20K-sized, 512 crop, batch 4, main process)",
+                "before": rate["before"],
+                "after": rate["after"],
+                "after_vs_before": rate["after"] / rate["before"],
+            }
+        )
+    return rows
+
+
+def seeding_cost(root: Path, repeats: int = 2000) -> list[dict]:
+    """Microseconds per sample of what the stream adds: the position's seed and the pipeline's reseeding."""
+    transform = train_transform(512)
+    start = time.perf_counter()
+    for i in range(repeats):
+        seed_transform(transform, stream_seed(0, 0, i))
     return [
         {
-            "measure": "train loader, images/s (ADE20K-sized, 512 crop, batch 4, main process)",
-            "before": rate["before"],
-            "after": rate["after"],
-            "after_vs_before": rate["after"] / rate["before"],
+            "measure": "per-sample seeding (stream_seed + seed_transform), microseconds",
+            "before": 0.0,
+            "after": 1e6 * (time.perf_counter() - start) / repeats,
+            "after_vs_before": float("nan"),
         }
     ]
 
@@ -139,6 +165,7 @@ def run(device: str = "cpu", quick: bool = False) -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
         root = ade_sized_dataset(Path(tmp) / "ADEChallengeData2016", count)
         rows = loader_rates(root, count, rounds=3 if quick else 15)
+        rows += seeding_cost(root)
         rows += step_times(rounds=5 if quick else 30)
         rows += resume_times(root)
     return rows
