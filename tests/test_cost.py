@@ -77,3 +77,27 @@ def test_cost_names_unknown_experiments(monkeypatch: pytest.MonkeyPatch) -> None
     with pytest.raises(ConfigError, match=r"'nope'.*attention.*fpn_ablation"):
         experiment_file("nope")
     assert experiment_file("attention") == Path("experiments/attention.yaml")
+
+
+def test_a_config_cannot_run_code_through_data_class_path(
+    tmp_path: Path, synthetic_root: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """``segfpn cost`` and ``segfpn browse-data`` build only segfpn's DataModule, as ``fit`` does: a config naming
+    ``os.system`` is refused before anything runs."""
+    from segfpn.commands import browse_data
+
+    marker = tmp_path / "ran"
+    evil = {"class_path": "os.system", "init_args": {"command": f"touch {marker}"}}
+    base = tmp_path / "evil.yaml"
+    base.write_text(json.dumps({"model": {"backbone_name": "pvt_v2_b0"}, "data": evil}))
+    spec = tmp_path / "evil_experiment.yaml"
+    spec.write_text(f"name: evil\nbase: {base}\nvariants:\n  baseline: {{}}\n")
+    with pytest.raises(SystemExit):
+        main(["cost", str(spec), "--size", "64", "64", "--no-latency"])
+    assert "data.class_path must name segfpn's SegmentationDataModule" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match=r"data.class_path.*'os.system'"):
+        browse_data.build_datamodule([base], [])
+    assert not marker.exists()
+    own = {"class_path": "segfpn.datasets.SegmentationDataModule", "init_args": {"data_root": str(synthetic_root)}}
+    base.write_text(json.dumps({"data": own}))
+    assert browse_data.build_datamodule([base], ["--data.num_workers=0"]).num_classes == 150

@@ -15,7 +15,6 @@ scores land in ``results/`` there. A variant whose final results exist is not ru
 
 from __future__ import annotations
 
-import importlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,14 +108,10 @@ def _init_args(section: Any) -> dict[str, Any]:
 def data_num_classes(section: Any, init_args: dict[str, Any]) -> int:
     """The class count of the DataModule a config's ``data`` section describes (``class_path``/``init_args``, or
     the init arguments of the CLI's default DataModule); building it reads no data."""
-    class_path = section.get("class_path") if isinstance(section, dict) else None
-    if class_path:
-        module, _, name = class_path.rpartition(".")
-        datamodule_cls = getattr(importlib.import_module(module), name)
-    else:
-        from segfpn.datasets.datamodule import SegmentationDataModule as datamodule_cls  # the CLI's default
+    from segfpn.datasets.datamodule import datamodule_class
 
-    return int(datamodule_cls(**init_args).num_classes)
+    class_path = section.get("class_path") if isinstance(section, dict) else None
+    return int(datamodule_class(class_path)(**init_args).num_classes)
 
 
 def _cli_value(value: Any) -> str:

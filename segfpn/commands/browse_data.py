@@ -4,7 +4,6 @@ augmentation for ``--split train``), image | mask with a legend of the classes p
 from __future__ import annotations
 
 import argparse
-import importlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,9 +18,10 @@ if TYPE_CHECKING:
 SPLITS = {"train": "fit", "val": "validate", "test": "test"}
 
 
-def data_section(configs: list[Path]) -> tuple[str, dict[str, Any]]:
-    """The DataModule class path and init arguments of LightningCLI config files (later files win)."""
-    class_path, init_args = "segfpn.datasets.datamodule.SegmentationDataModule", {}
+def data_section(configs: list[Path]) -> tuple[str | None, dict[str, Any]]:
+    """The DataModule class path (``None``: the CLI's default) and init arguments of LightningCLI config files
+    (later files win)."""
+    class_path, init_args = None, {}
     for path in configs:
         try:
             data = (yaml.safe_load(path.read_text()) or {}).get("data") or {}
@@ -38,9 +38,10 @@ def build_datamodule(configs: list[Path], overrides: list[str]) -> Any:
     """The DataModule of the config files, with ``--data.KEY=VALUE`` overrides, parsed as LightningCLI does."""
     from jsonargparse import ArgumentParser
 
+    from segfpn.datasets.datamodule import datamodule_class
+
     class_path, init_args = data_section(configs)
-    module, _, name = class_path.rpartition(".")
-    cls = getattr(importlib.import_module(module), name)
+    cls = datamodule_class(class_path)
     parser = ArgumentParser(prog="segfpn browse-data", exit_on_error=False)
     parser.add_class_arguments(cls, "data", fail_untyped=False)
     parser.set_defaults({f"data.{k}": v for k, v in init_args.items()})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib
 import logging
 import warnings
 from collections.abc import Callable
@@ -269,3 +270,20 @@ class SegmentationDataModule(L.LightningDataModule):
 
 # the name of older configs and of the course; ``dataset`` defaults to ade20k and ``data_root`` stays first
 ADE20KDataModule = SegmentationDataModule
+
+
+def datamodule_class(class_path: str | None) -> type[SegmentationDataModule]:
+    """The DataModule class a config's ``data.class_path`` names: segfpn's own (as ``segfpn fit`` builds), nothing
+    else. A foreign path is refused before anything is imported, so a config file cannot run code."""
+    if class_path is None:
+        return SegmentationDataModule
+    module, _, name = str(class_path).rpartition(".")
+    found = None
+    if module == "segfpn" or module.startswith("segfpn."):
+        found = getattr(importlib.import_module(module), name, None)
+    if not (isinstance(found, type) and issubclass(found, SegmentationDataModule)):
+        raise ConfigError(
+            f"data.class_path must name segfpn's SegmentationDataModule (e.g. "
+            f"segfpn.datasets.SegmentationDataModule), as segfpn fit requires; got {class_path!r}"
+        )
+    return found
