@@ -20,6 +20,7 @@ from __future__ import annotations
 import pickle
 import re
 import types
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,11 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     path = Path(path)
     if not path.is_file():
         raise DataError(f"checkpoint {str(path)!r} does not exist")
+    if _is_torchscript(path):
+        raise CheckpointError(
+            f"checkpoint {str(path)!r}: a TorchScript archive (an exported model), not a checkpoint; segfpn does not "
+            "load TorchScript to read weights (loading it runs its code)"
+        )
     try:
         obj = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_tolerant_pickle)
     except Exception as err:
@@ -130,7 +136,18 @@ class _TolerantUnpickler(pickle.Unpickler):
 # mmengine checkpoints pickle training state (message_hub, schedulers) with mmengine's classes, which
 # ``weights_only=True`` refuses: the weights must read without mmengine installed and without trusting the file.
 _SAFE_GLOBALS = torch._weights_only_unpickler._get_allowed_globals()
-_tolerant_pickle = types.SimpleNamespace(Unpickler=_TolerantUnpickler, load=pickle.load, __name__="tolerant_pickle")
+# ``load`` too: torch's legacy (non-zip) reader unpickles its header with it before any Unpickler is built
+_tolerant_pickle = types.SimpleNamespace(
+    Unpickler=_TolerantUnpickler, load=lambda f, **kw: _TolerantUnpickler(f, **kw).load(), __name__="tolerant_pickle"
+)
+
+
+def _is_torchscript(path: Path) -> bool:
+    """A TorchScript archive (torch.load hands it to torch.jit.load, which runs the code it holds)."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith("/constants.pkl") for name in archive.namelist())
 
 
 def convert_state_dict(

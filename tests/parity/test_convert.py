@@ -6,6 +6,7 @@ mmseg 0.x, PVTv2-Seg), converted, and the converted segfpn model's logits are co
 from __future__ import annotations
 
 import os
+import pickle
 import subprocess
 import sys
 import types
@@ -22,6 +23,7 @@ from torch import nn
 from segfpn.analysis.convert import save_converted
 from segfpn.cli import main as segfpn_main
 from segfpn.datasets.ade20k_classes import ADE20K_CLASSES
+from segfpn.errors import CheckpointError
 from segfpn.models import SegmentationModel
 from segfpn.models.convert import convert_state_dict, read_checkpoint
 from segfpn.module import SegmentationModule
@@ -359,3 +361,32 @@ def test_reading_a_checkpoint_runs_no_code_from_it(tmp_path: Path) -> None:
     torch.save({"meta": {"evil": Payload()}, "state_dict": {"w": torch.ones(2)}}, tmp_path / "evil.pth")
     state, _, _ = read_checkpoint(tmp_path / "evil.pth")
     assert victim.read_text() == "still here" and torch.equal(state["w"], torch.ones(2))
+
+
+@pytest.mark.parametrize("file_format", ["plain pickle", "torch legacy", "torch zip"])
+def test_no_file_format_runs_code_when_read(tmp_path: Path, file_format: str) -> None:
+    """A pickled ``os.system`` call in each format a checkpoint can come in: refused or a placeholder, never run."""
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self) -> tuple:
+            return os.system, (f"touch {marker}",)
+
+    checkpoint, path = {"meta": {"evil": Payload()}, "state_dict": {"w": torch.ones(2)}}, tmp_path / "evil.pth"
+    if file_format == "plain pickle":
+        path.write_bytes(pickle.dumps(checkpoint))
+    else:
+        torch.save(checkpoint, path, _use_new_zipfile_serialization=file_format == "torch zip")
+    try:
+        state, _, _ = read_checkpoint(path)
+        assert torch.equal(state["w"], torch.ones(2))
+    except CheckpointError as error:
+        assert str(path) in str(error)
+    assert not marker.exists()
+
+
+def test_a_torchscript_archive_is_refused_unloaded(tmp_path: Path) -> None:
+    path = tmp_path / "model.pt"
+    torch.jit.save(torch.jit.script(nn.Linear(2, 2)), path)
+    with pytest.raises(CheckpointError, match="a TorchScript archive .* does not load TorchScript"):
+        read_checkpoint(path)
