@@ -25,13 +25,18 @@ def _temp_beside(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
-def _replace_atomically(path: Path, write: Callable[[Path], None]) -> None:
+def replace_atomically(path: Path, write: Callable[[Path], None]) -> None:
     """``write`` a temp file beside ``path``, then rename it over ``path``: ``path`` is the old or the new file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temp = _temp_beside(path)
     temp.unlink(missing_ok=True)
     try:
         write(temp)
+        fd = os.open(temp, os.O_RDONLY)  # whatever wrote it: its bytes on disk before the rename
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(temp, path)
     finally:
         temp.unlink(missing_ok=True)
@@ -47,7 +52,7 @@ def atomic_save(checkpoint: dict[str, Any], path: str | Path) -> None:
             f.flush()
             os.fsync(f.fileno())
 
-    _replace_atomically(Path(path), save)
+    replace_atomically(Path(path), save)
 
 
 def atomic_link(source: str | Path, target: str | Path) -> None:
@@ -63,7 +68,7 @@ def atomic_link(source: str | Path, target: str | Path) -> None:
                 dst.flush()
                 os.fsync(dst.fileno())
 
-    _replace_atomically(Path(target), link_or_copy)
+    replace_atomically(Path(target), link_or_copy)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

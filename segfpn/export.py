@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from segfpn.checkpoint_io import replace_atomically
 from segfpn.constants import EXPORT_SUFFIXES
 from segfpn.datasets.info import DatasetInfo
 from segfpn.datasets.transforms import val_transform
@@ -118,12 +119,16 @@ def export_network(
     divisor = int(getattr(getattr(network, "model", network), "size_divisor", 32))
     info = json.dumps(metadata(dataset_info, divisor, labels))
     example = _example()
-    with torch.no_grad(), _quiet():
-        if format == "torchscript":
-            traced = torch.jit.trace(wrapper, example, check_trace=False)
-            torch.jit.save(traced, str(output), _extra_files={f"{METADATA_KEY}.json": info})
-        else:
-            _export_onnx(wrapper, example, output, labels, info)
+
+    def write(temp: Path) -> None:  # a temp file renamed over ``output``: a failed export leaves no part file
+        with torch.no_grad(), _quiet():
+            if format == "torchscript":
+                traced = torch.jit.trace(wrapper, example, check_trace=False)
+                torch.jit.save(traced, str(temp), _extra_files={f"{METADATA_KEY}.json": info})
+            else:
+                _export_onnx(wrapper, example, temp, labels, info)
+
+    replace_atomically(output, write)
     return output
 
 

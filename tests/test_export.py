@@ -3,6 +3,7 @@ published backbones, at sizes other than the trace size; the command writes, des
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from segfpn.commands.export import main as export_main
 from segfpn.datasets.base import load_image
 from segfpn.datasets.info import DatasetInfo
 from segfpn.datasets.transforms import eval_size, resize_image
-from segfpn.errors import CheckpointError
+from segfpn.errors import CheckpointError, ConfigError
 from segfpn.export import TRACE_SIZE, compare_logits, export_network, load_exported, prepare_input, read_metadata
 from segfpn.models.segmentation_model import SegmentationModel
 from segfpn.predictor import TrainedNetwork
@@ -102,3 +103,23 @@ def test_export_command_errors(tmp_path: Path) -> None:
         export_main(["--ckpt_path", str(tmp_path / "none.ckpt"), "--format", "onnx"])
     with pytest.raises(SystemExit):  # argparse: invalid choice
         export_main(["--ckpt_path", str(tmp_path / "none.ckpt"), "--format", "tflite"])
+
+
+def test_export_never_replaces_its_checkpoint_nor_an_existing_file_unasked(tmp_path: Path) -> None:
+    info = DatasetInfo("toy", ("sky", "road", "car"))
+    ckpt = tmp_path / "m.pt"  # a checkpoint named as TorchScript's default output would be
+    _save_checkpoint(ckpt, info)
+    digest = hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    with pytest.raises(ConfigError, match=r"--output '.*m\.pt' is the input file itself"):
+        export_main(["--ckpt_path", str(ckpt), "--format", "torchscript"])
+    with pytest.raises(ConfigError, match="is the input file itself"):
+        export_main(["--ckpt_path", str(ckpt), "--format", "onnx", "--output", str(ckpt), "--overwrite"])
+    assert hashlib.sha256(ckpt.read_bytes()).hexdigest() == digest
+    existing = tmp_path / "m.onnx"
+    existing.write_text("an earlier export")
+    with pytest.raises(ConfigError, match=r"'.*m\.onnx' exists; pass --overwrite"):
+        export_main(["--ckpt_path", str(ckpt), "--format", "onnx", "--no-check"])
+    assert existing.read_text() == "an earlier export"
+    export_main(["--ckpt_path", str(ckpt), "--format", "onnx", "--no-check", "--overwrite"])
+    assert read_metadata(existing, "onnx")["dataset_info"]["classes"] == list(info.classes)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m.pt"]  # no temp file left beside them

@@ -14,10 +14,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("source", type=Path, help="mmseg or PVTv2-Seg checkpoint (.pth)")
     parser.add_argument("--out", type=Path, help="segfpn checkpoint to write (default: converted/<source>.ckpt)")
     parser.add_argument("--strict", action="store_true", help="fail when a key does not map either way")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint and config")
     args = parser.parse_args(argv)
     from segfpn.analysis.convert import save_converted, validate_command
     from segfpn.models.convert import convert_state_dict, read_checkpoint
+    from segfpn.output_paths import check_output
 
+    out = args.out or Path("converted") / f"{args.source.stem}.ckpt"
+    if out.suffix == ".yaml":
+        raise CheckpointError(f"--out {str(out)!r}: name the checkpoint (.ckpt); its YAML config is written beside it")
+    for path in (out, out.with_suffix(".yaml")):
+        check_output(path, "--out", [args.source], args.overwrite)
     state, meta, layout = read_checkpoint(args.source)
     conversion = convert_state_dict(state, meta, layout)
     print(conversion.report())
@@ -26,6 +33,5 @@ def main(argv: list[str] | None = None) -> None:
             f"--strict: {len(conversion.unmapped)} source keys not mapped, {len(conversion.unfilled)} model keys "
             "not filled (listed above); nothing written"
         )
-    out = args.out or Path("converted") / f"{args.source.stem}.ckpt"
     ckpt, config = save_converted(conversion, out, args.source)
     print(f"wrote {ckpt} and {config}\nevaluate with:\n  {validate_command(ckpt, config)}")

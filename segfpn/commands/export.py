@@ -19,16 +19,19 @@ def main(argv: list[str] | None = None) -> None:
         "--output", type=Path, help="file to write (default: the checkpoint's path with .onnx / .pt as suffix)"
     )
     parser.add_argument("--labels", action="store_true", help="output the label map [B, H, W] instead of logits")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     parser.add_argument(
         "--no-check", dest="check", action="store_false", help="skip comparing the file with PyTorch at a new size"
     )
     args = parser.parse_args(argv)
     from segfpn.export import check_export, export_network
+    from segfpn.output_paths import check_output
     from segfpn.predictor import load_trained_network
 
-    loaded = load_trained_network(args.ckpt_path, "--ckpt_path")
     suffix = EXPORT_SUFFIXES[args.format]
     output = args.output or args.ckpt_path.with_name(args.ckpt_path.stem + ("-labels" if args.labels else "") + suffix)
+    check_output(output, "--output", [args.ckpt_path], args.overwrite)
+    loaded = load_trained_network(args.ckpt_path, "--ckpt_path")
     export_network(loaded.network, output, args.format, loaded.dataset_info, args.labels)
     size_mb = output.stat().st_size / 2**20
     print(f"wrote {output} ({size_mb:.1f} MB, {args.format})")

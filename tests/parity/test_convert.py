@@ -390,3 +390,22 @@ def test_a_torchscript_archive_is_refused_unloaded(tmp_path: Path) -> None:
     torch.jit.save(torch.jit.script(nn.Linear(2, 2)), path)
     with pytest.raises(CheckpointError, match="a TorchScript archive .* does not load TorchScript"):
         read_checkpoint(path)
+
+
+def test_convert_never_overwrites_its_source_nor_existing_files_unasked(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    source = tmp_path / "model.pth"
+    source.write_bytes(b"the source checkpoint")
+    (tmp_path / "done.ckpt").write_bytes(b"an earlier conversion")
+    cases = {
+        "model.yaml": "name the checkpoint (.ckpt); its YAML config is written beside it",
+        "model.pth": "is the input file itself",
+        "done.ckpt": "exists; pass --overwrite",
+    }
+    for out, message in cases.items():
+        with pytest.raises(SystemExit):
+            segfpn_main(["convert", str(source), "--out", str(tmp_path / out)])
+        assert message in capsys.readouterr().err, out
+    assert source.read_bytes() == b"the source checkpoint"
+    assert (tmp_path / "done.ckpt").read_bytes() == b"an earlier conversion"
