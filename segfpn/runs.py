@@ -8,6 +8,7 @@ A run folder ``<root>/<run id>/`` holds ``run.json`` (id, creation time, W&B run
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import secrets
@@ -197,16 +198,20 @@ def acquire_lock(run_dir: Path) -> None:
             return
         except FileExistsError:
             pass
-        holder = lock_holder(run_dir)
-        if holder is not None and _holder_alive(holder):
-            raise RunFolderBusyError(
-                f"run folder {str(run_dir)!r} is in use by process {holder.get('pid')} on {holder.get('host')!r} "
-                f"(since {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(holder.get('since', 0)))}; "
-                f"{LOCK_FILE}). Wait for it to end, or start a new run without --run_dir/--run_name"
-            )
-        os.replace(temp, lock)  # stale: the holder is gone
-        if lock_holder(run_dir) != mine:
-            raise RunFolderBusyError(f"run folder {str(run_dir)!r} was taken by another process at the same time")
+        # a take-over is check-then-replace: two processes finding the same stale lock would both replace it.
+        # They do it one at a time under an OS lock (released by the kernel if its holder dies), the second one
+        # then finds the first alive
+        with open(run_dir / f".{LOCK_FILE}.guard", "a") as guard:
+            fcntl.flock(guard, fcntl.LOCK_EX)
+            holder = lock_holder(run_dir)
+            if holder is not None and _holder_alive(holder):
+                raise RunFolderBusyError(
+                    f"run folder {str(run_dir)!r} is in use by process {holder.get('pid')} on "
+                    f"{holder.get('host')!r} (since "
+                    f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(holder.get('since', 0)))}; {LOCK_FILE}). "
+                    "Wait for it to end, or start a new run without --run_dir/--run_name"
+                )
+            os.replace(temp, lock)  # stale: the holder is gone
     finally:
         temp.unlink(missing_ok=True)
 

@@ -350,3 +350,42 @@ def test_a_stopped_experiment_variant_is_not_recorded_as_done(tmp_path: Path, sy
     variant = tmp_path / "out" / "tiny" / "a"
     assert list(variant.glob("checkpoints/stop-step*.ckpt")), output
     assert not (variant / "results" / "final.json").exists() and not (tmp_path / "out" / "tiny" / "b").exists()
+
+
+def _race_for_stale_locks(root: str, rounds: int, barrier, wins) -> None:
+    """One racer: at each round, together with the other one, try to take over that round's stale lock."""
+    for i in range(rounds):
+        barrier.wait()
+        try:
+            runs.acquire_lock(Path(root) / str(i))
+            wins.put((i, os.getpid()))
+        except runs.RunFolderBusyError:
+            pass
+
+
+def test_two_processes_taking_over_one_stale_lock_leave_exactly_one_winner(tmp_path: Path) -> None:
+    import multiprocessing
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a holder that has ended: its locks are stale
+    rounds = 200
+    for i in range(rounds):
+        runs.init_run_dir(tmp_path / str(i))
+        (tmp_path / str(i) / runs.LOCK_FILE).write_text(json.dumps({"pid": gone.pid, "host": os.uname().nodename}))
+    context = multiprocessing.get_context("fork")
+    barrier, wins = context.Barrier(2), context.Queue()
+    racers = [context.Process(target=_race_for_stale_locks, args=(str(tmp_path), rounds, barrier, wins)) for _ in "ab"]
+    for racer in racers:
+        racer.start()
+    for racer in racers:
+        racer.join(timeout=120)
+        assert racer.exitcode == 0
+    winners: dict[int, list[int]] = {}
+    while not wins.empty():
+        i, pid = wins.get()
+        winners.setdefault(i, []).append(pid)
+    assert sorted(winners) == list(range(rounds)) and all(len(w) == 1 for w in winners.values()), {
+        i: w for i, w in winners.items() if len(w) != 1
+    }
+    for i, (pid,) in winners.items():
+        assert runs.lock_holder(tmp_path / str(i))["pid"] == pid  # the lock names the one winner
