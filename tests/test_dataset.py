@@ -280,3 +280,27 @@ def test_embedded_data_never_overwrites_a_dataset_it_did_not_generate(samples_ro
         )
         == 3
     )
+
+
+def test_16_bit_images_are_scaled_to_8_bits_and_float_images_refused(tiny_root: Path) -> None:
+    """A 16-bit grayscale image (a dark gradient) keeps its picture: PIL's convert would clip every value to 255."""
+    from segfpn.datasets.base import load_image
+    from segfpn.datasets.image_folder import ImageFolder
+
+    path = _first(tiny_root, "images")
+    path.unlink()
+    values = np.linspace(0, 65535, 40 * 60).reshape(40, 60).astype(np.uint16)
+    Image.fromarray(values).save(path.with_suffix(".png"))
+    expected = np.round(values / 257.0).astype(np.uint8)
+    image = load_image(path.with_suffix(".png"))
+    assert image.dtype == np.uint8 and image.shape == (40, 60, 3)
+    assert np.abs(image[..., 0].astype(int) - expected).max() <= 1 and (image[..., 0] == image[..., 2]).all()
+    assert image.mean() < 140  # not the white a clip would give
+    # the same pixels reach training and predict
+    normalised, _ = ADE20KDataset(tiny_root, "training")[0]
+    from_folder, _ = ImageFolder(path.parent)[0]
+    assert torch.allclose(normalised, from_folder)
+    floats = path.with_suffix(".tif")
+    Image.fromarray(values.astype(np.float32)).save(floats)
+    with pytest.raises(CorruptSampleError, match=r"image '.*\.tif': floating-point pixels \(mode F\)"):
+        load_image(floats)

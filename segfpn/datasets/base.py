@@ -50,13 +50,30 @@ class CorruptSampleError(UserError, RuntimeError):
     """An image or annotation that cannot be used; the message names the file and the problem."""
 
 
+def rgb8(img: Image.Image, path: Path) -> np.ndarray:
+    """RGB uint8 ``[H, W, 3]`` pixels of an opened image. 16-bit grayscale is scaled to 8 bits (PIL's ``convert``
+    would clip it at 255: a white image); a float image or an integer one beyond 16 bits is refused, naming it."""
+    if img.mode.startswith("I;16") or img.mode == "I":
+        values = np.asarray(img).astype(np.int64)
+        if values.size and (values.min() < 0 or values.max() > 65535):
+            raise CorruptSampleError(
+                f"image {str(path)!r}: 32-bit integer pixels in [{values.min()}, {values.max()}]; expected 8 or "
+                "16 bits per channel"
+            )
+        gray = ((values * 255 + 32767) // 65535).astype(np.uint8)  # 0 -> 0, 65535 -> 255, rounded
+        return np.repeat(gray[..., None], 3, axis=2)
+    if img.mode == "F":
+        raise CorruptSampleError(f"image {str(path)!r}: floating-point pixels (mode F); expected 8 or 16 bits")
+    return np.asarray(img if img.mode == "RGB" else img.convert("RGB"))
+
+
 def load_image(path: Path) -> np.ndarray:
-    """RGB uint8 ``[H, W, 3]`` with the EXIF orientation applied (grayscale/RGBA/CMYK converted)."""
+    """RGB uint8 ``[H, W, 3]`` with the EXIF orientation applied (grayscale/RGBA/CMYK converted, 16-bit scaled)."""
     try:
         with Image.open(path) as img:
             img.load()
             ImageOps.exif_transpose(img, in_place=True)
-            return np.asarray(img if img.mode == "RGB" else img.convert("RGB"))
+            return rgb8(img, path)
     except (OSError, UnidentifiedImageError, SyntaxError) as err:
         raise CorruptSampleError(f"cannot read image {str(path)!r}: {err}") from err
 
@@ -64,7 +81,7 @@ def load_image(path: Path) -> np.ndarray:
 def load_raw_image(path: Path) -> np.ndarray:
     """RGB uint8 pixels as stored (EXIF orientation ignored)."""
     with Image.open(path) as img:
-        return np.asarray(img.convert("RGB"))
+        return rgb8(img, path)
 
 
 def load_annotation(path: Path, max_value: int = 255) -> np.ndarray:
