@@ -143,3 +143,24 @@ def test_corrupt_image_read_in_a_dataloader_worker(tmp_path: Path, samples_root:
 def test_report_of_a_missing_folder(tmp_path: Path) -> None:
     line = _one_error_line(_segfpn("report", str(tmp_path / "nowhere"), cwd=tmp_path))
     assert f"report folder '{tmp_path / 'nowhere'}' is not a folder" in line
+
+
+@pytest.mark.parametrize(
+    "args, option",
+    [
+        (["summary", "--size", "-5", "-5"], "--size"),
+        (["summary", "--size", "0", "64"], "--size"),
+        (["cost", "attention", "--size", "64", "-1"], "--size"),
+        (["browse-data", "--n", "0"], "--n"),
+    ],
+)
+def test_a_size_or_count_below_one_is_one_line_naming_the_option(
+    args: list[str], option: str, capsys: pytest.CaptureFixture
+) -> None:
+    from segfpn.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {option}: expected a positive integer, got" in err and "Traceback" not in err

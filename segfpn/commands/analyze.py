@@ -6,13 +6,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from segfpn.commands.arguments import positive_int
+
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="segfpn analyze", description=__doc__)
     parser.add_argument("ckpt", type=Path)
     parser.add_argument("--data-root", help="override the data folder stored in the checkpoint")
     parser.add_argument("--out", type=Path, help="default: <run folder>/analysis")
-    parser.add_argument("--top-k", type=int, default=10)
+    parser.add_argument("--top-k", type=positive_int, default=10)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     from segfpn.analysis.checkpoint import load_trained

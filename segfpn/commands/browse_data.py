@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from segfpn.commands.arguments import positive_int
 from segfpn.errors import ConfigError
 from segfpn.packaged_configs import resolve_config
 
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="segfpn browse-data", description=__doc__)
     parser.add_argument("--config", "-c", type=Path, action="append", required=True, help="LightningCLI YAML")
     parser.add_argument("--split", choices=list(SPLITS), default="train")
-    parser.add_argument("--n", type=int, default=8, help="number of samples")
+    parser.add_argument("--n", type=positive_int, default=8, help="number of samples")
     parser.add_argument("--seed", type=int, default=0, help="draws the samples and their augmentation")
     parser.add_argument("--out", type=Path, help="PNG to write (default: runs/browse_data/<split>.png)")
     args, overrides = parser.parse_known_args(argv)

@@ -8,6 +8,7 @@ import argparse
 from pathlib import Path
 
 from segfpn.analysis.tables import format_table, write_csv
+from segfpn.commands.arguments import positive_int
 from segfpn.errors import ConfigError
 from segfpn.packaged_configs import resolve_config
 
@@ -37,10 +38,10 @@ def main(argv: list[str] | None = None) -> None:
         help="experiment YAML, or its name in experiments/ (attention, fpn_ablation, backbones...)",
     )
     parser.add_argument("--backbone", help="replace the experiment's backbone (default: its base config's)")
-    parser.add_argument("--size", type=int, nargs=2, default=[512, 512], metavar=("H", "W"))
+    parser.add_argument("--size", type=positive_int, nargs=2, default=[512, 512], metavar=("H", "W"))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-latency", action="store_true")
-    parser.add_argument("--rounds", type=int, default=5, help="latency rounds (more: less noise)")
+    parser.add_argument("--rounds", type=positive_int, default=5, help="latency rounds (more: less noise)")
     parser.add_argument("--csv", type=Path)
     args, extra = parser.parse_known_args(argv)
     from segfpn.analysis.cost import cost_table

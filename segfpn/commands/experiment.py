@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from segfpn.commands.arguments import positive_int
 from segfpn.packaged_configs import resolve_config
 
 
@@ -14,7 +15,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/experiments"))
     parser.add_argument("--only", nargs="+", help="run only these variants")
     parser.add_argument("--no-cost", action="store_true", help="skip the params/GFLOPs/latency columns")
-    parser.add_argument("--cost-size", type=int, nargs=2, default=[512, 512], metavar=("H", "W"))
+    parser.add_argument("--cost-size", type=positive_int, nargs=2, default=[512, 512], metavar=("H", "W"))
     args, extra = parser.parse_known_args(argv)
     args.file = Path(resolve_config(str(args.file), "experiment file"))  # experiments/x.yaml of the wheel too
     from segfpn.analysis.cost import cost_table
