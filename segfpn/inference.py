@@ -73,6 +73,11 @@ class InferenceConfig:
             raise ConfigError(f"crop_size and stride must be positive, got {self.crop_size}, {self.stride}")
         if self.size_divisor < 1:
             raise ConfigError(f"inference size_divisor must be positive, got {self.size_divisor}")
+        if self.test_scale is not None and (len(self.test_scale) != 2 or min(self.test_scale) < 1):
+            raise ConfigError(
+                f"model.inference.test_scale must be (long side, short side) in pixels, both positive, or null; "
+                f"got {list(self.test_scale)}"
+            )
 
 
 def inference_config(values: InferenceConfig | dict | None) -> InferenceConfig:

@@ -164,3 +164,23 @@ def test_a_size_or_count_below_one_is_one_line_naming_the_option(
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert f"argument {option}: expected a positive integer, got" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        ("--data.scale=[0, 0]", "data.scale must be (long side, short side) in pixels, both positive; got [0, 0]"),
+        ("--data.ratio_range=[2.0, 0.5]", "data.ratio_range must be (min, max) with 0 < min <= max"),
+        ("--model.inference.test_scale=[-512, 512]", "model.inference.test_scale must be (long side, short side)"),
+    ],
+)
+def test_a_size_that_cannot_work_is_refused_before_training(
+    tmp_path: Path, synthetic_root: Path, option: str, message: str
+) -> None:
+    from segfpn.cli import run_cli
+    from tests.test_cli import tiny_args
+
+    with pytest.raises(ValueError) as error:  # ConfigError, or jsonargparse's ValueError quoting it (at parsing)
+        run_cli(["fit", *tiny_args(tmp_path, synthetic_root, max_steps=2), option])
+    assert message in str(error.value)
+    assert not list(tmp_path.rglob("*.ckpt"))  # no step trained

@@ -114,6 +114,10 @@ class SegmentationDataModule(L.LightningDataModule):
                 raise ConfigError(f"data.{name} must be a positive integer, got {value}")
         if min((crop_size,) if isinstance(crop_size, int) else crop_size) < 1:
             raise ConfigError(f"data.crop_size must be a positive size or (height, width), got {crop_size}")
+        if len(scale) != 2 or min(scale) < 1:
+            raise ConfigError(f"data.scale must be (long side, short side) in pixels, both positive; got {list(scale)}")
+        if len(ratio_range) != 2 or not 0 < ratio_range[0] <= ratio_range[1]:
+            raise ConfigError(f"data.ratio_range must be (min, max) with 0 < min <= max; got {list(ratio_range)}")
         if num_workers < 0:
             raise ConfigError(f"data.num_workers must be >= 0, got {num_workers}")
         if sampler not in ("random", "repeat_factor"):
