@@ -184,3 +184,15 @@ def test_a_size_that_cannot_work_is_refused_before_training(
         run_cli(["fit", *tiny_args(tmp_path, synthetic_root, max_steps=2), option])
     assert message in str(error.value)
     assert not list(tmp_path.rglob("*.ckpt"))  # no step trained
+
+
+@pytest.mark.parametrize("value", ["'void'", "2.5", "300", "true"])
+def test_a_classes_file_ignore_index_that_is_not_a_label_value_is_named(tmp_path: Path, value: str) -> None:
+    from segfpn.datasets.folder import load_classes_file
+
+    path = tmp_path / "classes.yaml"
+    path.write_text(f"classes: [sky, road]\nignore_index: {value}\n")
+    with pytest.raises(ConfigError, match=rf"classes file '{path}': ignore_index must be an integer from 0 to 255"):
+        load_classes_file(path)
+    path.write_text("classes: [sky, road]\nignore_index: 2\n")
+    assert load_classes_file(path).info.ignore_index == 2

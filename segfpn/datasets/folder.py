@@ -106,6 +106,13 @@ def _read_csv(path: Path) -> dict[str, Any]:
     return {"classes": [row["name"] for row in rows], "palette": palette}
 
 
+def _ignore_index(value: object, path: Path) -> int:
+    """A classes file's ``ignore_index``: a whole number from 0 to 255 (masks are 8-bit)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 255:
+        raise ConfigError(f"classes file {str(path)!r}: ignore_index must be an integer from 0 to 255, got {value!r}")
+    return value
+
+
 def load_classes_file(path: str | Path, name: str | None = None) -> FolderClasses:
     """Read a classes file.
 
@@ -128,7 +135,7 @@ def load_classes_file(path: str | Path, name: str | None = None) -> FolderClasse
         name=str(data.get("name") or name or path.parent.name or "folder"),
         classes=tuple(data["classes"]),
         palette=tuple(data["palette"]),
-        ignore_index=int(data.get("ignore_index", IGNORE_INDEX)),
+        ignore_index=_ignore_index(data.get("ignore_index", IGNORE_INDEX), path),
     )
     colour = _colour(ignore_color, path, "ignore_color") if ignore_color is not None else None
     if colour is not None and colour in info.palette:
