@@ -179,7 +179,9 @@ class SegFPNCLI(LightningCLI):
             if logger.get("init_args") is None:
                 logger.init_args = Namespace()
             init_args = logger.init_args
-            init_args["save_dir"] = str(self.run_dir)
+            # absolute: a W&B service inherited from a parent process (WANDB_SERVICE) resolves a relative folder
+            # against the parent's working directory
+            init_args["save_dir"] = str(self.run_dir.absolute())
             if logger.class_path.endswith("WandbLogger") and self.subcommand == "fit":
                 init_args["id"] = wandb_run_id(self.run_dir)
                 init_args["resume"] = "allow"

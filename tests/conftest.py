@@ -42,3 +42,5 @@ def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SEGFPN_CACHE", str(tmp_path / "cache"))
+    # a W&B service started by an earlier test in this process is not handed to the processes this test starts
+    monkeypatch.delenv("WANDB_SERVICE", raising=False)
