@@ -25,9 +25,24 @@ def _temp_beside(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
+def _remove_stale_temps(path: Path) -> None:
+    """Remove the temp files of ``path`` that killed writers left (their process is gone)."""
+    for temp in path.parent.glob(f".{path.name}.*.tmp"):
+        pid = temp.name[len(path.name) + 2 : -len(".tmp")]
+        if pid.isdigit() and int(pid) != os.getpid():
+            try:
+                os.kill(int(pid), 0)
+            except ProcessLookupError:
+                temp.unlink(missing_ok=True)
+            except PermissionError:
+                pass  # alive, another user's
+
+
 def replace_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    """``write`` a temp file beside ``path``, then rename it over ``path``: ``path`` is the old or the new file."""
+    """``write`` a temp file beside ``path``, then rename it over ``path``: ``path`` is the old or the new file.
+    Temp files of ``path`` left by killed writers are removed."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(path)
     temp = _temp_beside(path)
     temp.unlink(missing_ok=True)
     try:

@@ -230,6 +230,15 @@ def test_a_kill_during_a_checkpoint_write_leaves_the_old_file_complete(tmp_path:
     state = torch.load(target, weights_only=True)
     assert state["global_step"] >= 2 and torch.all(state["weights"] == state["global_step"])
     assert [p.name for p in tmp_path.glob("*.ckpt")] == ["last.ckpt"]
+    # the killed writer's part file, if the kill left one, goes with the next save; a live writer's stays
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        (tmp_path / f".last.ckpt.{live.pid}.tmp").write_bytes(b"being written")
+        atomic_save({"global_step": 0}, target)
+        assert sorted(p.name for p in tmp_path.iterdir()) == [f".last.ckpt.{live.pid}.tmp", "last.ckpt"]
+    finally:
+        live.kill()
+        live.wait()
 
 
 @pytest.mark.slow
