@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from segfpn.commands.arguments import positive_int
+from segfpn.commands.arguments import non_negative_int
 from segfpn.errors import ConfigError
 from segfpn.packaged_configs import resolve_config
 
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
         help="the dataset's training or validation split (its own folder name)",
     )
     parser.add_argument("--out", type=Path, default=Path("runs/class_stats"))
-    parser.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1)
+    parser.add_argument("--workers", type=non_negative_int, default=os.cpu_count() or 1)
     args = parser.parse_args(argv)
     from segfpn.datasets.class_stats import plot_class_distribution, write_class_stats_csv
     from segfpn.datasets.datamodule import SegmentationDataModule
