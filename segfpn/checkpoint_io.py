@@ -11,9 +11,12 @@ from typing import Any
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
+from segfpn.runs import process_alive
 
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
+
+def _fsync(path: Path) -> None:
+    """Flush a file's bytes, or a folder's entries, to disk."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
@@ -29,13 +32,8 @@ def _remove_stale_temps(path: Path) -> None:
     """Remove the temp files of ``path`` that killed writers left (their process is gone)."""
     for temp in path.parent.glob(f".{path.name}.*.tmp"):
         pid = temp.name[len(path.name) + 2 : -len(".tmp")]
-        if pid.isdigit() and int(pid) != os.getpid():
-            try:
-                os.kill(int(pid), 0)
-            except ProcessLookupError:
-                temp.unlink(missing_ok=True)
-            except PermissionError:
-                pass  # alive, another user's
+        if pid.isdigit() and int(pid) != os.getpid() and not process_alive(int(pid)):
+            temp.unlink(missing_ok=True)
 
 
 def replace_atomically(path: Path, write: Callable[[Path], None]) -> None:
@@ -47,15 +45,11 @@ def replace_atomically(path: Path, write: Callable[[Path], None]) -> None:
     temp.unlink(missing_ok=True)
     try:
         write(temp)
-        fd = os.open(temp, os.O_RDONLY)  # whatever wrote it: its bytes on disk before the rename
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _fsync(temp)  # whatever wrote it (torch, onnx, a copy): its bytes on disk before the rename
         os.replace(temp, path)
     finally:
         temp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
+    _fsync(path.parent)
 
 
 def atomic_save(checkpoint: dict[str, Any], path: str | Path) -> None:
@@ -64,8 +58,6 @@ def atomic_save(checkpoint: dict[str, Any], path: str | Path) -> None:
     def save(temp: Path) -> None:
         with open(temp, "wb") as f:
             torch.save(checkpoint, f)
-            f.flush()
-            os.fsync(f.fileno())
 
     replace_atomically(Path(path), save)
 
@@ -80,8 +72,6 @@ def atomic_link(source: str | Path, target: str | Path) -> None:
             with open(source, "rb") as src, open(temp, "wb") as dst:
                 while chunk := src.read(1 << 20):
                     dst.write(chunk)
-                dst.flush()
-                os.fsync(dst.fileno())
 
     replace_atomically(Path(target), link_or_copy)
 

@@ -169,8 +169,13 @@ def _holder_alive(holder: dict[str, Any]) -> bool:
         return True  # cannot check a process on another host
     if holder.get("pid") == os.getpid():
         return False
+    return process_alive(int(holder["pid"]))
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host is running (another user's counts as running)."""
     try:
-        os.kill(int(holder["pid"]), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
