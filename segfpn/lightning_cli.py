@@ -130,7 +130,7 @@ class SegFPNCLI(LightningCLI):
             if rank == 0:
                 runs.init_run_dir(run_dir)
         elif ckpt in ("best", "last"):
-            run_dir = newest_run_with(ckpt, root, skip_held=subcommand == "fit")
+            run_dir = newest_run_with(ckpt, root, for_fit=subcommand == "fit")
         else:
             run_dir = None  # a new run; with an explicit checkpoint file too (its run folder stays untouched)
         if run_dir is None:
@@ -231,13 +231,22 @@ def resolve_checkpoint(name: str, dirpath: Path, run_dir: Path, warn: bool = Tru
     return newest_good_checkpoint(existing)
 
 
-def newest_run_with(name: str, root: Path, skip_held: bool) -> Path | None:
-    """``last`` for fit: the newest run folder not held by a live process (it may have no checkpoint yet).
-    Otherwise the newest run folder that has a ``name`` checkpoint."""
+def newest_run_with(name: str, root: Path, for_fit: bool) -> Path | None:
+    """``last`` for fit: the newest run folder (it may have no checkpoint yet); refused while a live process holds
+    it, since resuming an older run instead would silently continue a finished one. Otherwise the newest run
+    folder that has a ``name`` checkpoint."""
     for run_dir in runs.runs_newest_first(root):
-        if skip_held and runs.is_held(run_dir):
-            continue
-        if skip_held or resolve_checkpoint(name, run_dir / "checkpoints", run_dir, warn=False) is not None:
+        if for_fit:
+            holder = runs.live_holder(run_dir)
+            if holder is not None:
+                raise runs.busy_error(
+                    run_dir,
+                    holder,
+                    "--ckpt_path last resumes the newest run and does not fall back to an older one while it is "
+                    "in use: wait for it to end, or name the run to resume with --run_dir",
+                )
+            return run_dir
+        if resolve_checkpoint(name, run_dir / "checkpoints", run_dir, warn=False) is not None:
             return run_dir
     return None
 

@@ -183,10 +183,19 @@ def process_alive(pid: int) -> bool:
     return True
 
 
-def is_held(run_dir: Path) -> bool:
-    """True while a live process holds the run folder."""
+def live_holder(run_dir: Path) -> dict[str, Any] | None:
+    """The live process holding the run folder (``{}`` while its lock is being written), else ``None``."""
     holder = lock_holder(run_dir)
-    return holder is not None and _holder_alive(holder)
+    return holder if holder is not None and _holder_alive(holder) else None
+
+
+def busy_error(run_dir: Path, holder: dict[str, Any], hint: str) -> RunFolderBusyError:
+    """The error for a run folder that the live process ``holder`` holds, ending with what to do."""
+    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.get("since", 0)))
+    return RunFolderBusyError(
+        f"run folder {str(run_dir)!r} is in use by process {holder.get('pid')} on {holder.get('host')!r} "
+        f"(since {since}; {LOCK_FILE}). {hint}"
+    )
 
 
 def acquire_lock(run_dir: Path) -> None:
@@ -210,12 +219,7 @@ def acquire_lock(run_dir: Path) -> None:
             fcntl.flock(guard, fcntl.LOCK_EX)
             holder = lock_holder(run_dir)
             if holder is not None and _holder_alive(holder):
-                raise RunFolderBusyError(
-                    f"run folder {str(run_dir)!r} is in use by process {holder.get('pid')} on "
-                    f"{holder.get('host')!r} (since "
-                    f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(holder.get('since', 0)))}; {LOCK_FILE}). "
-                    "Wait for it to end, or start a new run without --run_dir/--run_name"
-                )
+                raise busy_error(run_dir, holder, "Wait for it to end, or start a new run without --run_dir/--run_name")
             os.replace(temp, lock)  # stale: the holder is gone
     finally:
         temp.unlink(missing_ok=True)

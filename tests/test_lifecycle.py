@@ -156,6 +156,30 @@ def test_a_folder_held_by_a_live_process_is_refused_and_a_stale_lock_taken_over(
 
 
 @pytest.mark.slow
+def test_ckpt_path_last_refuses_while_the_newest_run_is_held_instead_of_resuming_an_older_one(
+    tmp_path: Path, synthetic_root: Path
+) -> None:
+    """Two `fit --ckpt_path last` started together: the one that finds the newest run held by the other must not
+    continue an older, finished run."""
+    args = ["fit", *tiny_args(tmp_path, synthetic_root, max_steps=2), "--trainer.limit_val_batches=0"]
+    run_cli(args)
+    finished = only_run(tmp_path)
+    before = (finished / "checkpoints" / "last.ckpt").read_bytes()
+    newest = tmp_path / "newest"
+    runs.init_run_dir(newest)
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        (newest / runs.LOCK_FILE).write_text(json.dumps({"pid": holder.pid, "host": os.uname().nodename}))
+        with pytest.raises(runs.RunFolderBusyError, match=f"run folder '{newest}' is in use by process {holder.pid}"):
+            run_cli([*args[:-1], "--trainer.max_steps=4", "--ckpt_path=last"])
+    finally:
+        holder.kill()
+        holder.wait()
+    assert (finished / "checkpoints" / "last.ckpt").read_bytes() == before
+    assert runs.runs_newest_first(tmp_path) == [newest, finished]
+
+
+@pytest.mark.slow
 def test_sigterm_at_a_random_step_saves_exits_143_and_resumes_there(
     tmp_path: Path, synthetic_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
