@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from segfpn.datasets import ADE20K_CLASSES, ADE20K_PALETTE, IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, ADE20KDataset
 from segfpn.datasets.ade20k import CorruptSampleError
@@ -156,8 +156,23 @@ def test_exif_rotation(tiny_root: Path) -> None:
     assert image.shape == (3, 40, 60)
     assert image[:, :, -5:].mean() > image[:, :, :-5].mean()  # the band moved to the right edge
     Image.fromarray(np.ones((60, 40), np.uint8)).save(ann)  # annotated on the stored pixels instead
-    image, _ = ADE20KDataset(tiny_root, "training")[0]
-    assert image.shape == (3, 60, 40)
+    with pytest.raises(CorruptSampleError, match=r"has EXIF orientation 6 .* upright it is 60x40 .* is 40x60, the st"):
+        ADE20KDataset(tiny_root, "training")[0]
+
+
+@pytest.mark.parametrize("orientation", [2, 3, 4, 5, 6, 7, 8])
+def test_every_exif_orientation_pairs_the_upright_image_with_the_annotation(tiny_root: Path, orientation: int) -> None:
+    """One rule for every orientation, the shape-keeping ones included (mirrors, 180 degrees, square images)."""
+    path, ann = _first(tiny_root, "images"), _first(tiny_root, "annotations")
+    rng = np.random.default_rng(orientation)
+    stored = rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)  # square: every orientation keeps the shape
+    _save_with_orientation(stored, path.with_suffix(".png"), orientation)
+    path.unlink()
+    upright = np.asarray(ImageOps.exif_transpose(Image.open(path.with_suffix(".png"))))
+    assert not np.array_equal(upright, stored)
+    Image.fromarray(np.ones((48, 48), np.uint8)).save(ann)
+    image, _ = ADE20KDataset(tiny_root, "training").load_pair(0)
+    assert np.array_equal(image, upright)
 
 
 def test_skips_in_dataloader_workers_are_counted_in_the_main_process(tiny_root: Path) -> None:

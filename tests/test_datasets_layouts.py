@@ -106,6 +106,51 @@ def test_folder_rgb_masks_map_through_the_palette(tmp_path: Path) -> None:
     assert (ids[(colours == 0).all(-1)] == 255).all()  # the ignore colour
 
 
+def _palette_png(indices: np.ndarray, colours: list[tuple[int, int, int]]) -> Image.Image:
+    """A mode-P PNG: ``indices`` into the palette ``colours`` (an editor's order, not the train ids)."""
+    image = Image.fromarray(indices.astype(np.uint8), mode="P")
+    image.putpalette([v for colour in colours for v in colour])
+    return image
+
+
+def test_folder_palette_pngs_are_read_through_their_palette_when_the_classes_have_colours(tmp_path: Path) -> None:
+    data = folder_layout(tmp_path)
+    ds = data.build()
+    mask = ds.pairs[0][1]
+    expected = ds.load_labels(0)  # the RGB mask's train ids (ignore colour -> 255)
+    colours = np.asarray(Image.open(mask).convert("RGB"))
+    # the same picture as a palette PNG whose palette lists the colours in reverse order, ignore colour first
+    editor_order = [(0, 0, 0), *reversed(ds.palette)]
+    indices = np.zeros(colours.shape[:2], np.uint8)
+    for index, colour in enumerate(editor_order):
+        indices[(colours == colour).all(-1)] = index
+    _palette_png(indices, editor_order).save(mask)
+    assert Image.open(mask).mode == "P"
+    assert np.array_equal(ds.load_labels(0), expected)
+    _palette_png(indices, [(1, 2, 3), *editor_order[1:]]).save(mask)  # an unknown colour for the ignored pixels
+    with pytest.raises(CorruptSampleError, match=r"holds colour \[1, 2, 3\] .* read through its palette"):
+        ds.load_labels(0)
+
+
+def test_folder_palette_and_bilevel_masks_hold_train_ids_when_the_classes_have_no_colours(tmp_path: Path) -> None:
+    root = tmp_path / "ids"
+    (root / "images" / "train").mkdir(parents=True)
+    (root / "masks" / "train").mkdir(parents=True)
+    (root / "classes.csv").write_text("name\nbackground\nlesion\n")
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 2, (20, 30)).astype(np.uint8)
+    for name in ("p", "bilevel"):
+        Image.fromarray(rng.integers(0, 255, (20, 30, 3), dtype=np.uint8)).save(
+            root / "images" / "train" / f"{name}.png"
+        )
+    _palette_png(ids, [(200, 0, 0), (0, 0, 200)]).save(root / "masks" / "train" / "p.png")
+    Image.fromarray(ids * 255).convert("1").save(root / "masks" / "train" / "bilevel.png")
+    assert Image.open(root / "masks" / "train" / "bilevel.png").mode == "1"
+    ds = FolderDataset(root, "train")
+    assert [p[1].stem for p in ds.pairs] == ["bilevel", "p"]
+    assert np.array_equal(ds.load_labels(0), ids) and np.array_equal(ds.load_labels(1), ids)
+
+
 def test_folder_single_channel_id_masks_and_any_image_extension(tmp_path: Path) -> None:
     root = tmp_path / "ids"
     for split in ("train",):
@@ -148,6 +193,14 @@ def test_classes_files_yaml_and_csv(tmp_path: Path) -> None:
     (tmp_path / "bad.yaml").write_text("classes: [{name: crop, color: [0, 300, 0]}]\n")
     with pytest.raises(ConfigError, match=r"bad.yaml': the color of class 0 \('crop'\) \[0, 300, 0\] has values"):
         load_classes_file(tmp_path / "bad.yaml")
+    (tmp_path / "bom.csv").write_bytes("\ufeffname,r,g,b\ncrop,0,255,0\nweed,255,0,0\n".encode())  # as Excel saves
+    assert load_classes_file(tmp_path / "bom.csv").info.classes == ("crop", "weed")
+    (tmp_path / "latin1.yaml").write_bytes("classes: [blé, maïs]\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin1.yaml' is not UTF-8 text \(byte 0xe9 at offset 12\)"):
+        load_classes_file(tmp_path / "latin1.yaml")
+    (tmp_path / "twice.csv").write_text("name\ncrop\nweed\ncrop\n")
+    with pytest.raises(ConfigError, match=r"twice.csv': class names must be unique, found \['crop'\]"):
+        load_classes_file(tmp_path / "twice.csv")
     (tmp_path / "list.yaml").write_text("- crop\n- weed\n")
     with pytest.raises(ConfigError, match=r"list.yaml' must be a mapping with a 'classes' list"):
         load_classes_file(tmp_path / "list.yaml")

@@ -31,6 +31,9 @@ OnError = Literal["raise", "skip"]
 T = TypeVar("T")
 
 
+EXIF_ORIENTATION = 0x0112
+
+
 def seed_transform(transform: Callable | None, seed: int) -> None:
     """Seed an albumentations pipeline, which keeps its own random state (neither torch's nor numpy's seed
     reaches it). One numpy and one Python generator shared by all its transforms: ``set_random_seed`` would give
@@ -78,10 +81,10 @@ def load_image(path: Path) -> np.ndarray:
         raise CorruptSampleError(f"cannot read image {str(path)!r}: {err}") from err
 
 
-def load_raw_image(path: Path) -> np.ndarray:
-    """RGB uint8 pixels as stored (EXIF orientation ignored)."""
+def exif_orientation(path: Path) -> int:
+    """The EXIF orientation tag of an image file (1, upright as stored, when it has none)."""
     with Image.open(path) as img:
-        return rgb8(img, path)
+        return int(img.getexif().get(EXIF_ORIENTATION, 1))
 
 
 def load_annotation(path: Path, max_value: int = 255) -> np.ndarray:
@@ -89,12 +92,12 @@ def load_annotation(path: Path, max_value: int = 255) -> np.ndarray:
     try:
         with Image.open(path) as ann:
             ann.load()
-            if ann.mode not in ("L", "P", "I", "I;16"):
+            if ann.mode not in ("L", "P", "I", "I;16", "1"):
                 raise CorruptSampleError(
                     f"annotation {str(path)!r} must be single-channel (mode L or P), found mode {ann.mode} "
                     f"with {len(ann.getbands())} channels"
                 )
-            values = np.asarray(ann)
+            values = np.asarray(ann)  # mode 1 (bilevel): ids 0 and 1
     except (OSError, UnidentifiedImageError, SyntaxError) as err:
         raise CorruptSampleError(f"cannot read annotation {str(path)!r}: {err}") from err
     if values.size and int(values.max()) > max_value:
@@ -221,13 +224,19 @@ class SegmentationDataset(Dataset):
         img_path, ann_path = self.pairs[index]
         image, ann = load_image(img_path), self.read_annotation(ann_path)
         if image.shape[:2] != ann.shape:
-            raw = load_raw_image(img_path)
-            if raw.shape[:2] != ann.shape:
+            size = f"{image.shape[1]}x{image.shape[0]}"
+            orientation = exif_orientation(img_path)
+            if orientation in (5, 6, 7, 8) and image.shape[:2] == ann.shape[::-1]:
                 raise CorruptSampleError(
-                    f"image {str(img_path)!r} is {image.shape[1]}x{image.shape[0]} (WxH) but its annotation "
-                    f"{str(ann_path)!r} is {ann.shape[1]}x{ann.shape[0]}"
+                    f"image {str(img_path)!r} has EXIF orientation {orientation} (shown turned by 90 degrees): "
+                    f"upright it is {size} (WxH), but its annotation {str(ann_path)!r} is {ann.shape[1]}x"
+                    f"{ann.shape[0]}, the stored pixels' size. Annotations pair with the upright image (as in "
+                    "mmseg): turn the annotation upright, or save the image without its orientation tag"
                 )
-            image = raw  # annotated on the stored pixels: ignore the EXIF orientation
+            raise CorruptSampleError(
+                f"image {str(img_path)!r} is {size} (WxH) but its annotation {str(ann_path)!r} is "
+                f"{ann.shape[1]}x{ann.shape[0]}"
+            )
         return image, self.info.map_labels(ann)
 
     def __getitem__(self, index: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:

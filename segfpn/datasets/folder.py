@@ -1,12 +1,15 @@
 """Your own data: ``<root>/images/<split>/`` + ``<root>/masks/<split>/``, classes from a YAML or CSV file.
 
-Masks are single-channel PNGs of train ids (mode L/P/I) or RGB images coloured with the classes' palette; the
-format is read per file. See :func:`load_classes_file` for the classes file.
+Masks are single-channel PNGs of train ids (mode L, I, 1) or images coloured with the classes' palette (RGB, or
+palette PNGs); the format is read per file. A palette (mode P) PNG is read through its palette when the classes
+file gives colours (its indices are the editor's, not necessarily the train ids) and as train ids when it gives
+none. See :func:`load_classes_file` for the classes file.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,10 +40,12 @@ RGB = tuple[int, int, int]
 
 @dataclass(frozen=True)
 class FolderClasses:
-    """A classes file's content: the dataset description and the colour of ignored pixels in RGB masks."""
+    """A classes file's content: the dataset description, the colour of ignored pixels in colour masks, and
+    whether the file gave the classes' colours (else the palette is generated and palette PNGs hold train ids)."""
 
     info: DatasetInfo
     ignore_color: RGB | None = None
+    colours_given: bool = True
 
 
 def find_classes_file(root: Path) -> Path:
@@ -62,9 +67,20 @@ def _colour(value: Any, path: Path, where: str) -> RGB:
     return (value[0], value[1], value[2])
 
 
+def _read_text(path: Path) -> str:
+    """A classes file's text: UTF-8, a byte-order mark dropped (spreadsheets write one)."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"classes file {str(path)!r} is not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset "
+            f"{err.start}); save it as UTF-8"
+        ) from err
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(_read_text(path))
     except yaml.YAMLError as err:
         raise ConfigError(f"classes file {str(path)!r} is not valid YAML: {err}") from err
     if not isinstance(data, dict) or not isinstance(data.get("classes"), list):
@@ -88,8 +104,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 
 def _read_csv(path: Path) -> dict[str, Any]:
-    with path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = list(csv.DictReader(io.StringIO(_read_text(path), newline="")))
     if not rows or "name" not in rows[0]:
         raise ConfigError(
             f"classes file {str(path)!r} must be a CSV with a header holding 'name' (and optionally r,g,b), one row "
@@ -131,6 +146,9 @@ def load_classes_file(path: str | Path, name: str | None = None) -> FolderClasse
     else:
         raise ConfigError(f"classes file {str(path)!r} must end in .yaml, .yml or .csv")
     ignore_color = data.get("ignore_color")
+    duplicates = sorted({n for n in data["classes"] if data["classes"].count(n) > 1})
+    if duplicates:
+        raise ConfigError(f"classes file {str(path)!r}: class names must be unique, found {duplicates} twice or more")
     info = DatasetInfo(
         name=str(data.get("name") or name or path.parent.name or "folder"),
         classes=tuple(data["classes"]),
@@ -142,7 +160,7 @@ def load_classes_file(path: str | Path, name: str | None = None) -> FolderClasse
         raise ConfigError(f"classes file {str(path)!r}: ignore_color {list(colour)} is also a class colour")
     if len(set(info.palette)) != len(info.palette):
         raise ConfigError(f"classes file {str(path)!r}: two classes share a colour (RGB masks would be ambiguous)")
-    return FolderClasses(info, colour)
+    return FolderClasses(info, colour, colours_given=bool(data["palette"]))
 
 
 def _codes(colours: np.ndarray) -> np.ndarray:
@@ -177,7 +195,7 @@ class FolderDataset(SegmentationDataset):
         require_folder(root, "data_root", LAYOUT)
         if not isinstance(classes, FolderClasses):
             classes = load_classes_file(classes if classes is not None else find_classes_file(root))
-        self.info, self.ignore_color = classes.info, classes.ignore_color
+        self.info, self.ignore_color, self.colours_given = classes.info, classes.ignore_color, classes.colours_given
         img_dir, mask_dir = root / "images" / split, root / "masks" / split
         for folder in (img_dir, mask_dir):
             require_folder(folder, None, LAYOUT)
@@ -191,18 +209,21 @@ class FolderDataset(SegmentationDataset):
         self._init_samples(root, split, transform, on_error)
 
     def read_annotation(self, path: Path) -> np.ndarray:
-        """Train ids (uint8) of a mask: stored ids, or colours mapped through the palette."""
+        """Train ids (uint8) of a mask: stored ids, or colours (RGB, or a palette PNG's when the classes file
+        gives colours) mapped through the classes' palette."""
         try:
             with Image.open(path) as mask:
-                mode = mask.mode
-                colours = np.asarray(mask.convert("RGB")) if mode in ("RGB", "RGBA") else None
+                coloured = mask.mode in ("RGB", "RGBA") or (mask.mode == "P" and self.colours_given)
+                colours = np.asarray(mask.convert("RGB")) if coloured else None
+                via = " (a palette PNG is read through its palette when the classes file gives colours)"
+                note = via if mask.mode == "P" else ""
         except (OSError, UnidentifiedImageError, SyntaxError) as err:
             raise CorruptSampleError(f"cannot read mask {str(path)!r}: {err}") from err
         if colours is None:
             return super().read_annotation(path)
-        return self.colours_to_ids(colours, path)
+        return self.colours_to_ids(colours, path, note)
 
-    def colours_to_ids(self, colours: np.ndarray, path: Path) -> np.ndarray:
+    def colours_to_ids(self, colours: np.ndarray, path: Path, note: str = "") -> np.ndarray:
         """RGB ``[H, W, 3]`` -> train ids; a colour that is no class's (nor ``ignore_color``) raises, naming it."""
         codes = _codes(colours)
         slot = np.clip(np.searchsorted(self._sorted_codes, codes), 0, len(self._sorted_codes) - 1)
@@ -219,6 +240,7 @@ class FolderDataset(SegmentationDataset):
                 f"mask {str(path)!r} holds colour {colour} at (x={xs[0]}, y={ys[0]}) ({len(ys)} pixels of unknown "
                 f"colours), which is no class's colour in the classes file"
                 + ("" if self.ignore_color is None else f" nor the ignore_color {list(self.ignore_color)}")
+                + note
             )
         return ids
 
