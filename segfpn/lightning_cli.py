@@ -36,6 +36,7 @@ from segfpn.overlays import OverlayWriter
 from segfpn.packaged_configs import resolve_config_args
 from segfpn.preemption import GracefulStop, recording_stop_signals
 from segfpn.wandb_setup import configure_wandb_mode
+from segfpn.yaml_files import bound_jsonargparse, check_expansion, load_yaml_file, read_text
 
 # segfpn.cli.main passes argv explicitly (normalised sweep values, resolved config names) on purpose
 warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended to run from within Python")
@@ -266,18 +267,23 @@ def given_model_options(argv: list[str]) -> set[str]:
     """The ``model.*`` options set on the command line or in a ``--config`` file of ``argv`` (top-level names)."""
     import yaml
 
-    given: set[str] = set()
-    for i, arg in enumerate(argv):
-        if arg.startswith("--model."):
-            given.add(arg[len("--model.") :].split("=", 1)[0].split(".", 1)[0])
-        elif arg in ("--config", "-c") and i + 1 < len(argv) or arg.startswith("--config="):
-            path = Path(arg.split("=", 1)[1] if "=" in arg else argv[i + 1])
-            try:
-                model = (yaml.safe_load(path.read_text()) or {}).get("model") or {}
-            except (OSError, yaml.YAMLError, AttributeError):
-                continue  # the parser reports unreadable config files itself
-            given.update(model.get("init_args", model) if isinstance(model, dict) else {})
+    given = {arg[len("--model.") :].split("=", 1)[0].split(".", 1)[0] for arg in argv if arg.startswith("--model.")}
+    for path in config_files(argv):
+        try:
+            model = (load_yaml_file(path, "--config") or {}).get("model") or {}
+        except (OSError, yaml.YAMLError, AttributeError):
+            continue  # the parser reports unreadable config files itself
+        given.update(model.get("init_args", model) if isinstance(model, dict) else {})
     return given
+
+
+def config_files(argv: list[str]) -> list[Path]:
+    """The ``--config``/``-c`` files of ``argv``, in order."""
+    files = []
+    for i, arg in enumerate(argv):
+        if arg in ("--config", "-c") and i + 1 < len(argv) or arg.startswith("--config="):
+            files.append(Path(arg.split("=", 1)[1] if "=" in arg else argv[i + 1]))
+    return files
 
 
 def apply_checkpoint_architecture(config: Namespace, ckpt: Path, given: set[str]) -> None:
@@ -317,6 +323,10 @@ def run_cli(args: list[str] | None = None) -> SegFPNCLI:
         configure_wandb_mode()  # help and printed configs get no W&B line
     env_before = os.environ.get(runs.RUN_DIR_ENV)
     try:
+        bound_jsonargparse()
+        for path in config_files(argv):  # named here; the parser's bound catches option values
+            if path.is_file():
+                check_expansion(read_text(path, "--config"), f"--config {str(path)!r}")
         with recording_stop_signals() if argv[:1] == ["fit"] else contextlib.nullcontext():
             return SegFPNCLI(
                 SegmentationModule,

@@ -196,3 +196,47 @@ def test_a_classes_file_ignore_index_that_is_not_a_label_value_is_named(tmp_path
         load_classes_file(path)
     path.write_text("classes: [sky, road]\nignore_index: 2\n")
     assert load_classes_file(path).info.ignore_index == 2
+
+
+def _alias_bomb(levels: int = 9) -> str:
+    """A few hundred bytes of YAML whose nested aliases stand for 10**levels strings (the "billion laughs")."""
+    lines = ['l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]" for i in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+def test_a_yaml_alias_bomb_given_as_config_is_one_line_naming_the_file(tmp_path: Path) -> None:
+    config = tmp_path / "bomb.yaml"
+    config.write_text(_alias_bomb())
+    assert len(config.read_bytes()) < 1000
+    line = _one_error_line(_segfpn("fit", "--config", str(config), cwd=tmp_path))
+    assert f"--config '{config}': its YAML aliases expand to more than 1,000,000 values" in line
+
+
+def test_every_yaml_reader_bounds_alias_expansion_and_keeps_small_aliases(tmp_path: Path) -> None:
+    import jsonargparse
+    import yaml
+
+    from segfpn.analysis.experiment import Experiment
+    from segfpn.datasets.folder import load_classes_file
+    from segfpn.yaml_files import bound_jsonargparse, expanded_size, load_yaml
+
+    text = "a: &x [1, 2]\nb: *x\nc: {d: *x}\n"  # a legitimate use: root + (key + 3) * 2 + key + (map + key + 3)
+    assert expanded_size(yaml.compose(text, Loader=yaml.SafeLoader)) == 15
+    assert load_yaml(text, "t") == {"a": [1, 2], "b": [1, 2], "c": {"d": [1, 2]}}
+    classes = tmp_path / "classes.yaml"
+    classes.write_text(_alias_bomb() + "classes: *l8\n")
+    with pytest.raises(ConfigError, match=rf"classes file '{classes}': its YAML aliases expand to more than"):
+        load_classes_file(classes)
+    spec = tmp_path / "exp.yaml"
+    spec.write_text(_alias_bomb() + "name: x\nbase: demo\nvariants: {a: {}}\n")
+    with pytest.raises(ConfigError, match=rf"experiment file '{spec}': its YAML aliases expand"):
+        Experiment.load(spec)
+    with pytest.raises(ConfigError, match="recursive|expand to more than"):
+        load_yaml("a: &a [*a]\n", "t")
+    bound_jsonargparse()
+    parser = jsonargparse.ArgumentParser(exit_on_error=False)
+    parser.add_argument("--x", type=list)
+    assert parser.parse_args(["--x=[&a 1, *a]"]).x == [1, 1]
+    with pytest.raises(Exception, match="its YAML aliases expand to more than"):
+        parser.parse_args(["--x=" + "[" + _alias_bomb().replace("\n", ", ").rstrip(", ") + "]"])

@@ -20,12 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from segfpn.errors import ConfigError, DataError
 from segfpn.models.segmentation_model import model_arguments
 from segfpn.packaged_configs import resolve_config
 from segfpn.preemption import stop_exit_code, stopped_by_signal
+from segfpn.yaml_files import load_yaml, load_yaml_file
 
 
 @dataclass
@@ -42,7 +41,7 @@ class Experiment:
         path = Path(path)
         if not path.is_file():
             raise DataError(f"experiment file {str(path)!r} does not exist")
-        spec = yaml.safe_load(path.read_text()) or {}
+        spec = load_yaml_file(path, "experiment file") or {}
         missing = {"name", "base", "variants"} - set(spec)
         if missing:
             raise ConfigError(f"experiment file {str(path)!r} lacks {sorted(missing)} (see segfpn.analysis.experiment)")
@@ -76,7 +75,7 @@ class Experiment:
         command line's); ``num_classes`` from the base config's data. The one reading of the base config that
         ``segfpn cost`` and ``segfpn experiment`` share."""
         dotted = {**_dotted_args(self.args), **self.variants[variant], **_dotted_args(extra_args or [])}
-        config = yaml.safe_load(self.base.read_text()) if self.base.is_file() else None
+        config = load_yaml_file(self.base, "base config") if self.base.is_file() else None
         if not isinstance(config, dict):
             raise ConfigError(
                 f"experiment {self.name!r}: base config {str(self.base)!r} is not a readable YAML mapping"
@@ -91,7 +90,7 @@ class Experiment:
 def _dotted_args(args: list[str]) -> dict[str, Any]:
     """``["--model.fpn_channels=64", ...]`` -> ``{"model.fpn_channels": 64}`` (values read as YAML, like the CLI)."""
     pairs = (a[2:].split("=", 1) for a in args if a.startswith("--") and "=" in a)
-    return {key: yaml.safe_load(value) for key, value in pairs}
+    return {key: load_yaml(value, f"--{key}") for key, value in pairs}
 
 
 def _section(dotted: dict[str, Any], name: str) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import yaml
 from segfpn.commands.arguments import positive_int
 from segfpn.errors import ConfigError
 from segfpn.packaged_configs import resolve_config
+from segfpn.yaml_files import load_yaml_file
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -25,7 +26,7 @@ def data_section(configs: list[Path]) -> tuple[str | None, dict[str, Any]]:
     class_path, init_args = None, {}
     for path in configs:
         try:
-            data = (yaml.safe_load(path.read_text()) or {}).get("data") or {}
+            data = (load_yaml_file(path, "--config") or {}).get("data") or {}
         except (OSError, yaml.YAMLError) as error:
             raise ConfigError(f"--config {str(path)!r}: not a readable YAML file ({error})") from error
         if not isinstance(data, dict):

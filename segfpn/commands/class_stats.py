@@ -9,11 +9,10 @@ import inspect
 import os
 from pathlib import Path
 
-import yaml
-
 from segfpn.commands.arguments import non_negative_int
 from segfpn.errors import ConfigError
 from segfpn.packaged_configs import resolve_config
+from segfpn.yaml_files import load_yaml_file
 
 
 def data_settings(config: Path | None, data_root: Path | None) -> dict:
@@ -23,7 +22,7 @@ def data_settings(config: Path | None, data_root: Path | None) -> dict:
         config = Path(resolve_config(str(config)))  # `--config demo`: the packaged config too
         if not config.is_file():
             raise ConfigError(f"--config {str(config)!r} is not a file; expected a training config (YAML)")
-        loaded = yaml.safe_load(config.read_text()) or {}
+        loaded = load_yaml_file(config, "--config") or {}
         data = loaded.get("data") if isinstance(loaded, dict) else None
         if not isinstance(data, dict):
             raise ConfigError(f"--config {str(config)!r}: expected a 'data:' section (a mapping), found {data!r}")

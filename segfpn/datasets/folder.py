@@ -31,6 +31,7 @@ from segfpn.datasets.base import (
 )
 from segfpn.datasets.info import DatasetInfo
 from segfpn.errors import ConfigError, DataError
+from segfpn.yaml_files import load_yaml_file, read_text
 
 LAYOUT = "<root>/{images,masks}/<split>/<name>.<ext> (masks: .png/.bmp/.tif, train ids or palette colours)"
 MASK_SUFFIXES = (".png", ".bmp", ".tif", ".tiff")
@@ -67,20 +68,9 @@ def _colour(value: Any, path: Path, where: str) -> RGB:
     return (value[0], value[1], value[2])
 
 
-def _read_text(path: Path) -> str:
-    """A classes file's text: UTF-8, a byte-order mark dropped (spreadsheets write one)."""
-    try:
-        return path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise ConfigError(
-            f"classes file {str(path)!r} is not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset "
-            f"{err.start}); save it as UTF-8"
-        ) from err
-
-
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(_read_text(path))
+        data = load_yaml_file(path, "classes file")
     except yaml.YAMLError as err:
         raise ConfigError(f"classes file {str(path)!r} is not valid YAML: {err}") from err
     if not isinstance(data, dict) or not isinstance(data.get("classes"), list):
@@ -104,7 +94,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 
 def _read_csv(path: Path) -> dict[str, Any]:
-    rows = list(csv.DictReader(io.StringIO(_read_text(path), newline="")))
+    rows = list(csv.DictReader(io.StringIO(read_text(path, "classes file"), newline="")))
     if not rows or "name" not in rows[0]:
         raise ConfigError(
             f"classes file {str(path)!r} must be a CSV with a header holding 'name' (and optionally r,g,b), one row "
