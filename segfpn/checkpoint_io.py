@@ -44,12 +44,26 @@ def replace_atomically(path: Path, write: Callable[[Path], None]) -> None:
     temp = _temp_beside(path)
     temp.unlink(missing_ok=True)
     try:
-        write(temp)
-        _fsync(temp)  # whatever wrote it (torch, onnx, a copy): its bytes on disk before the rename
-        os.replace(temp, path)
+        try:
+            write(temp)
+            _fsync(temp)  # whatever wrote it (torch, onnx, a copy): its bytes on disk before the rename
+            os.replace(temp, path)
+        except (OSError, RuntimeError) as err:
+            raise _write_error(err, temp, path) from err
     finally:
         temp.unlink(missing_ok=True)
     _fsync(path.parent)
+
+
+def _write_error(err: OSError | RuntimeError, temp: Path, path: Path) -> BaseException:
+    """The OS error behind a failed write, naming ``path`` instead of its temp file; torch's writer reports a
+    failed write of a file object as a RuntimeError raised while handling the OSError."""
+    os_error = err if isinstance(err, OSError) else err.__context__
+    if not isinstance(os_error, OSError) or os_error.errno is None:
+        return err
+    if os_error.filename not in (None, str(temp)):
+        return os_error  # another file (a copy's source)
+    return OSError(os_error.errno, os_error.strerror, str(path))
 
 
 def atomic_save(checkpoint: dict[str, Any], path: str | Path) -> None:

@@ -9,6 +9,7 @@ errors too.
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import re
 import sys
@@ -17,6 +18,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 USER_ERROR_EXIT = 2
+# the OS errors that are about the user's files and disks, not bugs -> what to do
+_WRITABLE = "choose a folder this user can write to"
+FILE_SYSTEM_ERRORS = {
+    errno.ENOENT: "check the path (a folder on it does not exist or cannot be created there)",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+    errno.EISDIR: "the path is a folder; give a file path",
+    errno.EACCES: _WRITABLE,
+    errno.EPERM: _WRITABLE,
+    errno.EROFS: "the file system is read-only: " + _WRITABLE,
+    errno.ENOSPC: "the disk is full: free space or choose another folder",
+    errno.EDQUOT: "the disk quota is used up: free space or choose another folder",
+    errno.EFBIG: "the file exceeds the size this process may write (ulimit -f)",
+    errno.ENAMETOOLONG: "shorten the path",
+}
 DEBUG_FLAG = "--debug"
 
 
@@ -71,8 +86,17 @@ def as_user_error(err: BaseException) -> UserError | None:
             return _from_parse_error(current)
         if type(current).__name__ == "MisconfigurationException":  # Lightning's bad trainer options
             return ConfigError(" ".join(str(current).split()))
+        if isinstance(current, OSError) and current.filename is not None and current.errno in FILE_SYSTEM_ERRORS:
+            return file_system_error(current)
         current = current.__cause__  # explicit wrapping only: an error raised while handling one is a bug
     return None
+
+
+def file_system_error(err: OSError) -> UserError:
+    """A failed read or write of a path (missing folder, read-only or full disk, a folder where a file should be)
+    as one line naming the path."""
+    path = str(err.filename) + ("" if err.filename2 is None else f" -> {err.filename2}")
+    return UserError(f"{path!r}: {err.strerror} ({errno.errorcode[err.errno]})", FILE_SYSTEM_ERRORS[err.errno])
 
 
 def _from_parse_error(err: argparse.ArgumentError) -> UserError:

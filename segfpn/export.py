@@ -20,6 +20,7 @@ size other than the trace size.
 from __future__ import annotations
 
 import importlib
+import io
 import json
 import warnings
 from collections.abc import Callable, Iterator
@@ -120,37 +121,41 @@ def export_network(
     info = json.dumps(metadata(dataset_info, divisor, labels))
     example = _example()
 
-    def write(temp: Path) -> None:  # a temp file renamed over ``output``: a failed export leaves no part file
-        with torch.no_grad(), _quiet():
-            if format == "torchscript":
-                traced = torch.jit.trace(wrapper, example, check_trace=False)
-                torch.jit.save(traced, str(temp), _extra_files={f"{METADATA_KEY}.json": info})
-            else:
-                _export_onnx(wrapper, example, temp, labels, info)
-
-    replace_atomically(output, write)
+    with torch.no_grad(), _quiet():
+        if format == "torchscript":
+            buffer = io.BytesIO()
+            traced = torch.jit.trace(wrapper, example, check_trace=False)
+            torch.jit.save(traced, buffer, _extra_files={f"{METADATA_KEY}.json": info})
+            exported = buffer.getvalue()
+        else:
+            exported = _export_onnx(wrapper, example, labels, info)
+    # serialised in memory and written by Python: torch's C++ file writer aborts the process on a full disk.
+    # A temp file renamed over ``output``: a failed export leaves no part file
+    replace_atomically(output, lambda temp: temp.write_bytes(exported))
     return output
 
 
-def _export_onnx(wrapper: nn.Module, example: torch.Tensor, output: Path, labels: bool, info: str) -> None:
+def _export_onnx(wrapper: nn.Module, example: torch.Tensor, labels: bool, info: str) -> bytes:
+    """The ONNX file's bytes, with segfpn's metadata."""
     onnx = require_export_extra("onnx")
+    buffer = io.BytesIO()
 
     dims = {0: "batch", 1: "height", 2: "width"} if labels else {0: "batch", 2: "height", 3: "width"}
     # the TorchScript-based exporter: the dynamo one specialised the batch size to the example's in torch 2.14
     torch.onnx.export(
         wrapper,
         (example,),
-        str(output),
+        buffer,
         input_names=["images"],
         output_names=["labels" if labels else "logits"],
         dynamic_axes={"images": {0: "batch", 2: "height", 3: "width"}, "labels" if labels else "logits": dims},
         opset_version=ONNX_OPSET,
         dynamo=False,
     )
-    model = onnx.load(str(output))
+    model = onnx.load_from_string(buffer.getvalue())
     entry = model.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, info
-    onnx.save(model, str(output))
+    return model.SerializeToString()
 
 
 def load_exported(path: str | Path, format: Format, threads: int | None = None) -> Callable[[np.ndarray], np.ndarray]:

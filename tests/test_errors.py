@@ -240,3 +240,38 @@ def test_every_yaml_reader_bounds_alias_expansion_and_keeps_small_aliases(tmp_pa
     assert parser.parse_args(["--x=[&a 1, *a]"]).x == [1, 1]
     with pytest.raises(Exception, match="its YAML aliases expand to more than"):
         parser.parse_args(["--x=" + "[" + _alias_bomb().replace("\n", ", ").rstrip(", ") + "]"])
+
+
+def test_a_run_folder_or_checkpoint_that_cannot_be_written_is_one_line_naming_it(
+    tmp_path: Path, synthetic_root: Path
+) -> None:
+    import resource
+    import signal
+
+    from tests.test_cli import tiny_args
+
+    args = ["fit", *tiny_args(tmp_path / "runs", synthetic_root, max_steps=1), "--trainer.logger=false"]
+    line = _one_error_line(_segfpn(*args, "--run_dir=/proc/no-such-folder/run", cwd=tmp_path))
+    assert "'/proc/no-such-folder': No such file or directory (ENOENT)" in line
+    (tmp_path / "a-file").write_text("")
+    line = _one_error_line(_segfpn(*args, f"--run_dir={tmp_path / 'a-file' / 'run'}", cwd=tmp_path))
+    assert f"'{tmp_path / 'a-file'}" in line and "Not a directory (ENOTDIR)" in line
+
+    def small_files() -> None:  # a checkpoint cannot be written whole, as on a full disk
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1_000_000, 1_000_000))
+
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONWARNINGS": "ignore", "PYTHONDONTWRITEBYTECODE": "1"}
+    env.pop("SEGFPN_DEBUG", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "segfpn", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=small_files,
+    )
+    line = _one_error_line(result)
+    assert "checkpoints/last.ckpt': File too large (EFBIG)" in line
+    assert not list((tmp_path / "runs").rglob("*.ckpt")) and not list((tmp_path / "runs").rglob("*.tmp"))

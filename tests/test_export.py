@@ -123,3 +123,43 @@ def test_export_never_replaces_its_checkpoint_nor_an_existing_file_unasked(tmp_p
     export_main(["--ckpt_path", str(ckpt), "--format", "onnx", "--no-check", "--overwrite"])
     assert read_metadata(existing, "onnx")["dataset_info"]["classes"] == list(info.classes)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m.pt"]  # no temp file left beside them
+
+
+def _limited_file_size(limit: int) -> None:
+    """In the child: files may grow to ``limit`` bytes; a write beyond fails with EFBIG (as on a full disk)."""
+    import resource
+    import signal
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_an_export_that_cannot_be_written_is_one_line_and_leaves_the_old_file(tmp_path: Path, fmt: str) -> None:
+    import os
+    import subprocess
+    import sys
+
+    ckpt = tmp_path / "m.ckpt"
+    _save_checkpoint(ckpt, DatasetInfo("toy", ("sky", "road", "car")))
+    output = tmp_path / "out" / "m.bin"
+    output.parent.mkdir()
+    output.write_text("an earlier export")
+    command = [sys.executable, "-m", "segfpn", "export", "--ckpt_path", str(ckpt), "--format", fmt]
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    result = subprocess.run(
+        [*command, "--output", str(output), "--overwrite", "--no-check"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=lambda: _limited_file_size(ckpt.stat().st_size // 4),  # the export is about as big
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert f"segfpn: error: '{output}': File too large (EFBIG)" in result.stderr
+    assert output.read_text() == "an earlier export" and sorted(output.parent.iterdir()) == [output]
+    result = subprocess.run(
+        [*command, "--output", "/proc/no-such-folder/m.bin"], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert "segfpn: error: '/proc/no-such-folder': No such file or directory (ENOENT)" in result.stderr
