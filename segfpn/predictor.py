@@ -19,10 +19,10 @@ from PIL import Image
 from torch import nn
 
 from segfpn.checkpoint_file import load_checkpoint
-from segfpn.datasets.base import load_image
+from segfpn.datasets.base import load_image, rgb8
 from segfpn.datasets.info import DatasetInfo
 from segfpn.datasets.transforms import val_transform
-from segfpn.errors import CheckpointError, ConfigError
+from segfpn.errors import CheckpointError, ConfigError, DataError
 from segfpn.inference import InferenceConfig, inference_config, predict_logits
 from segfpn.models.segmentation_model import SegmentationModel, model_arguments
 
@@ -147,10 +147,10 @@ class Segmenter:
         if isinstance(image, (str, Path)):
             path = Path(image)
             if not path.is_file():
-                raise FileNotFoundError(f"image {str(path)!r} does not exist")
+                raise DataError(f"image {str(path)!r} does not exist" + (" (a folder)" if path.is_dir() else ""))
             return load_image(path)
         if isinstance(image, Image.Image):
-            return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
+            return rgb8(image, "<PIL image>")  # 16-bit scaled as files are
         if isinstance(image, np.ndarray):
             if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
                 raise ConfigError(
@@ -167,7 +167,12 @@ class Segmenter:
         """Logits ``[C, H, W]`` (float32, on the predictor's device) of one image at its own size."""
         x = self.transform(image=self.to_array(image))["image"].unsqueeze(0).to(self.device)
         info = self.dataset_info
-        return predict_logits(self.network, x, self.inference, self.num_classes, info.mean, info.std)[0].float()
+        try:
+            return predict_logits(self.network, x, self.inference, self.num_classes, info.mean, info.std)[0].float()
+        except DataError as err:
+            if isinstance(image, (str, Path)):
+                raise DataError(f"image {str(image)!r}: {err}") from err
+            raise
 
     def predict(
         self, images: ImageInput | Sequence[ImageInput], return_probs: bool = False

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from segfpn.cli import run_cli
-from segfpn.errors import CheckpointError, ConfigError
+from segfpn.errors import CheckpointError, ConfigError, DataError
 from segfpn.inference import InferenceConfig
 from segfpn.predictor import Segmenter
 
@@ -110,5 +110,18 @@ def test_bad_checkpoints_and_inputs(trained: Path, tmp_path: Path) -> None:
         segmenter.predict(torch.zeros(3, 8, 8))
     with pytest.raises(ConfigError, match=r"RGB uint8 \[H, W, 3\], got float32"):
         segmenter.predict(np.zeros((8, 8, 3), np.float32))
-    with pytest.raises(FileNotFoundError, match="nope.jpg"):
+    with pytest.raises(DataError, match=r"image '.*nope.jpg' does not exist"):
         segmenter.predict(tmp_path / "nope.jpg")
+    with pytest.raises(DataError, match=r"does not exist \(a folder\)"):
+        segmenter.predict(tmp_path)
+    deep = Image.fromarray(np.linspace(0, 65535, 40 * 60).reshape(40, 60).astype(np.uint16))  # 16-bit grayscale
+    deep.save(tmp_path / "deep.png")
+    scaled = segmenter.to_array(deep)
+    assert np.array_equal(scaled, segmenter.to_array(tmp_path / "deep.png")) and scaled.mean() < 140  # not clipped
+    # test_scale (256, 128): the short side of 10000x10 would round to 0 pixels
+    too_long = tmp_path / "strip.png"
+    Image.fromarray(np.zeros((10, 10000, 3), np.uint8)).save(too_long)
+    with pytest.raises(DataError, match=r"image '.*strip.png': an image of 10000x10 \(WxH\) .* would be 256x0"):
+        segmenter.predict(too_long)
+    with pytest.raises(DataError, match=r"an image of 10x10000 \(WxH\) .* would be 0x256: too elongated"):
+        segmenter.predict(np.zeros((10000, 10, 3), np.uint8))

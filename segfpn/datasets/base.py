@@ -53,7 +53,7 @@ class CorruptSampleError(UserError, RuntimeError):
     """An image or annotation that cannot be used; the message names the file and the problem."""
 
 
-def rgb8(img: Image.Image, path: Path) -> np.ndarray:
+def rgb8(img: Image.Image, path: Path | str) -> np.ndarray:
     """RGB uint8 ``[H, W, 3]`` pixels of an opened image. 16-bit grayscale is scaled to 8 bits (PIL's ``convert``
     would clip it at 255: a white image); a float image or an integer one beyond 16 bits is refused, naming it."""
     if img.mode.startswith("I;16") or img.mode == "I":

@@ -10,6 +10,7 @@ import numpy as np
 from albumentations.pytorch import ToTensorV2
 
 from segfpn.constants import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
+from segfpn.errors import DataError
 
 
 class RandomRescale(A.DualTransform):
@@ -170,7 +171,14 @@ def _affine_lut(value: float | None, table: np.ndarray | None, multiply: bool = 
 def fit_size(h: int, w: int, scale: tuple[float, float]) -> tuple[int, int]:
     """(h, w) rescaled, keeping the ratio, to fit ``scale`` = (long edge max, short edge max)."""
     factor = min(max(scale) / max(h, w), min(scale) / min(h, w))
-    return int(h * factor + 0.5), int(w * factor + 0.5)
+    size = int(h * factor + 0.5), int(w * factor + 0.5)
+    if min(size) < 1:
+        raise DataError(
+            f"an image of {w}x{h} (WxH) resized to fit {tuple(scale)} keeping its ratio would be {size[1]}x{size[0]}: "
+            "too elongated for this scale; expected both sides to keep at least one pixel (crop it, or predict it "
+            "at its own size with test_scale=null)"
+        )
+    return size
 
 
 def eval_size(h: int, w: int, test_scale: tuple[int, int] | None, ratio: float = 1.0) -> tuple[int, int]:
