@@ -12,6 +12,8 @@ import torch
 from segfpn.errors import CheckpointError
 
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save writes zip archives (since torch 1.6)
+STATE_PREFIX = "model."  # SegmentationModule keeps the network as ``self.model``
+CONVERT_HINT = "an mmsegmentation, PVT or timm checkpoint? `segfpn convert FILE` turns it into a segfpn one"
 
 
 def check_checkpoint_file(path: str | Path, option: str = "checkpoint") -> Path:
@@ -47,11 +49,12 @@ def check_checkpoint_file(path: str | Path, option: str = "checkpoint") -> Path:
     return path
 
 
-def load_checkpoint(path: str | Path, option: str = "checkpoint") -> dict[str, Any]:
-    """The dict stored in a Lightning/torch checkpoint (tensors on the CPU, ``weights_only=True``)."""
+def load_checkpoint(path: str | Path, option: str = "checkpoint", mmap: bool = False) -> dict[str, Any]:
+    """The dict stored in a Lightning/torch checkpoint (tensors on the CPU, ``weights_only=True``; with ``mmap``
+    the tensors stay in the file until used)."""
     path = check_checkpoint_file(path, option)
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as err:
         raise CheckpointError(
             f"{option} {str(path)!r} holds objects that are not plain data, refused by torch.load(weights_only=True): "
@@ -62,3 +65,32 @@ def load_checkpoint(path: str | Path, option: str = "checkpoint") -> dict[str, A
     if not isinstance(obj, dict):
         raise CheckpointError(f"{option} {str(path)!r} holds a {type(obj).__name__}, expected a checkpoint dict")
     return obj
+
+
+def load_segfpn_checkpoint(
+    path: str | Path, option: str = "checkpoint", mmap: bool = False, lightning: bool = False
+) -> dict[str, Any]:
+    """:func:`load_checkpoint`, refusing a checkpoint segfpn did not write (hyper-parameters with a
+    ``backbone_name`` and ``model.*`` weights), with a hint to convert a foreign one. ``lightning``: also the
+    keys Lightning needs to restore a module from it."""
+    ckpt = load_checkpoint(path, option, mmap)
+    hparams, state = ckpt.get("hyper_parameters"), ckpt.get("state_dict")
+    if not isinstance(hparams, dict) or not isinstance(state, dict) or "backbone_name" not in hparams:
+        raise CheckpointError(
+            f"{option} {str(path)!r} is not a segfpn checkpoint: expected 'hyper_parameters' with a backbone_name "
+            f"and a 'state_dict', found keys {sorted(ckpt)[:8]}",
+            CONVERT_HINT,
+        )
+    if not any(key.startswith(STATE_PREFIX) for key in state):
+        raise CheckpointError(
+            f"{option} {str(path)!r} is not a segfpn checkpoint: no '{STATE_PREFIX}*' weights in its state_dict "
+            f"(first keys: {list(state)[:3]})",
+            CONVERT_HINT,
+        )
+    if lightning and "pytorch-lightning_version" not in ckpt:
+        raise CheckpointError(
+            f"{option} {str(path)!r} holds a segfpn network but is not a Lightning checkpoint (no "
+            "'pytorch-lightning_version'); expected a file written by `segfpn fit` or `segfpn convert`",
+            "its network can still be used with segfpn.predictor.Segmenter or `segfpn export`",
+        )
+    return ckpt

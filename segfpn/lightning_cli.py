@@ -15,7 +15,6 @@ import warnings
 from pathlib import Path
 from typing import Any, Optional
 
-import torch
 from jsonargparse import Namespace
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
@@ -23,7 +22,7 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from segfpn import runs
 from segfpn.callbacks import BestAndLastCheckpoint, GradientMonitor, PredictionWriter, ResultsWriter, WandbMedia
-from segfpn.checkpoint_file import check_checkpoint_file
+from segfpn.checkpoint_file import load_segfpn_checkpoint
 from segfpn.checkpoint_io import AtomicCheckpointIO, newest_good_checkpoint
 from segfpn.cli import LIGHTNING_COMMANDS, TOOLS
 from segfpn.datasets.datamodule import SegmentationDataModule
@@ -35,8 +34,8 @@ from segfpn.module import SegmentationModule
 from segfpn.overlays import OverlayWriter
 from segfpn.packaged_configs import resolve_config_args
 from segfpn.preemption import GracefulStop, recording_stop_signals
+from segfpn.text_files import bound_jsonargparse, check_expansion, load_yaml_file, read_text
 from segfpn.wandb_setup import configure_wandb_mode
-from segfpn.yaml_files import bound_jsonargparse, check_expansion, load_yaml_file, read_text
 
 # segfpn.cli.main passes argv explicitly (normalised sweep values, resolved config names) on purpose
 warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended to run from within Python")
@@ -115,7 +114,6 @@ class SegFPNCLI(LightningCLI):
         self.run_dir = self._choose_run_dir(subcommand, config, root)
         ckpt = config.get("ckpt_path")
         if ckpt:
-            check_checkpoint_file(ckpt, "--ckpt_path")  # a named error for a missing, foreign or truncated file
             apply_checkpoint_architecture(config, Path(ckpt), given_model_options(self._argv))
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
@@ -291,12 +289,7 @@ def apply_checkpoint_architecture(config: Namespace, ckpt: Path, given: set[str]
     architecture option the user did not set takes the checkpoint's value; one set (config file or command line)
     to another value than the checkpoint's is an error naming each. Other model options (loss, optimiser,
     inference...) are the user's."""
-    try:
-        hparams = torch.load(ckpt, map_location="cpu", mmap=True, weights_only=True).get("hyper_parameters", {})
-    except Exception as error:  # noqa: BLE001 - any failure to read is reported with the file name
-        raise CheckpointError(
-            f"--ckpt_path {str(ckpt)!r} is not a readable Lightning checkpoint: {str(error).splitlines()[0]}"
-        ) from error
+    hparams = load_segfpn_checkpoint(ckpt, "--ckpt_path", mmap=True, lightning=True)["hyper_parameters"]
     differing = []
     for key in ARCHITECTURE_OPTIONS:
         if key not in hparams or key not in config.model:

@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from segfpn.checkpoint_file import load_checkpoint
+from segfpn.checkpoint_file import STATE_PREFIX, load_segfpn_checkpoint
 from segfpn.datasets.base import load_image, rgb8
 from segfpn.datasets.info import DatasetInfo
 from segfpn.datasets.transforms import val_transform
@@ -27,8 +27,6 @@ from segfpn.inference import InferenceConfig, inference_config, predict_logits
 from segfpn.models.segmentation_model import SegmentationModel, model_arguments
 
 ImageInput = Union[str, Path, Image.Image, np.ndarray]
-
-_STATE_PREFIX = "model."  # SegmentationModule keeps the network as ``self.model``
 
 
 class TrainedNetwork(nn.Module):
@@ -64,19 +62,9 @@ def load_trained_network(path: str | Path, option: str = "checkpoint") -> Loaded
     """Build the network of a segfpn checkpoint from its hyper-parameters and load its weights (no Lightning).
 
     Raises :class:`CheckpointError` for a missing/damaged file or a checkpoint segfpn did not write."""
-    ckpt = load_checkpoint(path, option)
-    hparams, state = ckpt.get("hyper_parameters"), ckpt.get("state_dict")
-    if not isinstance(hparams, dict) or not isinstance(state, dict) or "backbone_name" not in hparams:
-        raise CheckpointError(
-            f"{option} {str(path)!r} is not a segfpn checkpoint: expected 'hyper_parameters' with a backbone_name "
-            f"and a 'state_dict', found keys {sorted(ckpt)[:8]}"
-        )
-    weights = {k.removeprefix(_STATE_PREFIX): v for k, v in state.items() if k.startswith(_STATE_PREFIX)}
-    if not weights:
-        raise CheckpointError(
-            f"{option} {str(path)!r} is not a segfpn checkpoint: no '{_STATE_PREFIX}*' weights in its state_dict "
-            f"(first keys: {list(state)[:3]})"
-        )
+    ckpt = load_segfpn_checkpoint(path, option)
+    hparams, state = ckpt["hyper_parameters"], ckpt["state_dict"]
+    weights = {k.removeprefix(STATE_PREFIX): v for k, v in state.items() if k.startswith(STATE_PREFIX)}
     # the checkpoint's weights replace the pretrained ones
     model = SegmentationModel(**{**model_arguments(hparams), "pretrained": False, "pretrained_path": None})
     missing, unexpected = model.load_state_dict(weights, strict=False)

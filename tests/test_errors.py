@@ -108,6 +108,23 @@ def test_analysis_command_with_a_bad_checkpoint(tmp_path: Path, truncated_ckpt: 
     assert str(truncated_ckpt) in line and "truncated" in line
 
 
+@pytest.mark.parametrize("command", ["analyze", "validate"])
+def test_an_mmseg_checkpoint_is_named_with_the_convert_hint(tmp_path: Path, samples_root: Path, command: str) -> None:
+    """An mmseg ``.pth`` (meta + backbone./decode_head. weights) is a zip torch file, but not segfpn's."""
+    pth = tmp_path / "fpn_r50_512x512_160k_ade20k.pth"
+    state = {"backbone.conv1.weight": torch.zeros(8, 3, 7, 7), "decode_head.conv_seg.weight": torch.zeros(150, 8, 1, 1)}
+    torch.save({"meta": {"mmseg_version": "1.2.2"}, "state_dict": state}, pth)
+    args = (
+        ["analyze", str(pth)]
+        if command == "analyze"
+        else [*_validate_args(tmp_path, samples_root), f"--ckpt_path={pth}"]
+    )
+    result = _segfpn(*args, cwd=tmp_path)
+    line = _one_error_line(result)
+    assert f"'{pth}' is not a segfpn checkpoint" in line and "found keys ['meta', 'state_dict']" in line
+    assert "hint: an mmsegmentation, PVT or timm checkpoint? `segfpn convert FILE`" in result.stderr
+
+
 def test_debug_shows_the_traceback(tmp_path: Path, samples_root: Path) -> None:
     args = [*_validate_args(tmp_path, samples_root), "--model.loss=ce+x*dice"]
     result = _segfpn(*args, cwd=tmp_path, debug=True)
@@ -219,7 +236,7 @@ def test_every_yaml_reader_bounds_alias_expansion_and_keeps_small_aliases(tmp_pa
 
     from segfpn.analysis.experiment import Experiment
     from segfpn.datasets.folder import load_classes_file
-    from segfpn.yaml_files import bound_jsonargparse, expanded_size, load_yaml
+    from segfpn.text_files import bound_jsonargparse, expanded_size, load_yaml
 
     text = "a: &x [1, 2]\nb: *x\nc: {d: *x}\n"  # a legitimate use: root + (key + 3) * 2 + key + (map + key + 3)
     assert expanded_size(yaml.compose(text, Loader=yaml.SafeLoader)) == 15

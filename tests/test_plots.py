@@ -19,6 +19,7 @@ from segfpn.analysis.report import per_class_figure, write_report
 from segfpn.cli import main, run_cli
 from segfpn.commands import browse_data, plot_curves
 from segfpn.datasets.ade20k import ADE20K_INFO
+from segfpn.errors import DataError
 
 LOGGERS = [
     {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "unused"}},
@@ -234,3 +235,27 @@ def test_feature_maps_of_a_trained_checkpoint(trained_run: Path, samples_root: P
     main(["feature-maps", "--ckpt", str(ckpt), "--image", str(image), "--out", str(tmp_path)])
     for name in ("backbone_features.png", "fpn_features.png"):
         assert Image.open(tmp_path / name).size[0] > 500
+
+
+def test_damaged_logs_are_named_and_a_cut_wandb_tail_is_read_up_to_it(trained_run: Path, tmp_path: Path) -> None:
+    import struct
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns("*.ckpt", "*.png"))
+    (wandb_file,) = find_logs(run)["wandb"]
+    _, complete = read_curves(run, "wandb")
+    data = wandb_file.read_bytes()
+    wandb_file.write_bytes(data[: len(data) - 40])  # the run was killed while writing its last record
+    _, cut = read_curves(run, "wandb")
+    assert cut["train/loss"] == complete["train/loss"][: len(cut["train/loss"])] and cut["train/loss"]
+    _, length, _ = struct.unpack("<IHB", data[7:14])  # the first record: a 7-byte header, then its bytes
+    wandb_file.write_bytes(data[:14] + b"\xff" * min(length, 8) + data[14 + min(length, 8) :])
+    with pytest.raises(DataError, match=rf"W&B run file '{wandb_file}' is damaged: record 0 \({length} bytes\)"):
+        read_curves(run, "wandb")
+    (metrics,) = find_logs(run)["csv"][-1:]
+    metrics.write_bytes(metrics.read_bytes().replace(b"\n", "\nbl\xe9,".encode("latin-1"), 1))
+    with pytest.raises(DataError, match=rf"metrics file '{metrics}' is not UTF-8 text \(byte 0xe9"):
+        read_curves(run, "csv")
+    metrics.write_text("step,train/loss\n1,0.5\n2,nan?\n")
+    with pytest.raises(DataError, match=rf"metrics file '{metrics}', line 3: expected numbers, found"):
+        read_curves(run, "csv")

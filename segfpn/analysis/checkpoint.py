@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 from pathlib import Path
 
-from segfpn.checkpoint_file import load_checkpoint
+from segfpn.checkpoint_file import load_segfpn_checkpoint
 from segfpn.datasets.datamodule import SegmentationDataModule
 from segfpn.errors import ConfigError
 from segfpn.module import SegmentationModule
@@ -17,7 +17,7 @@ def load_trained(
     """The module (eval mode, on ``device``) and a DataModule with the checkpoint's data settings; the module's
     ``dataset_info`` (saved in the checkpoint) is the class metadata, and the data must have the same classes."""
     ckpt = Path(ckpt)
-    saved = load_checkpoint(ckpt).get("datamodule_hyper_parameters", {})
+    saved = load_segfpn_checkpoint(ckpt, lightning=True).get("datamodule_hyper_parameters", {})
     module = SegmentationModule.load_from_checkpoint(ckpt, map_location=device, weights_only=True).eval()
     accepted = inspect.signature(SegmentationDataModule).parameters
     settings = {k: v for k, v in saved.items() if k in accepted}

@@ -7,6 +7,7 @@ logger (``trainer.global_step`` at logging time), so the three sources agree for
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import struct
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from segfpn.errors import DataError
+from segfpn.text_files import read_text
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -46,14 +48,19 @@ def read_csv_logs(files: list[Path]) -> Curves:
     """Lightning CSVLogger ``metrics.csv`` files (one per version of the run, oldest first)."""
     curves: Curves = {}
     for path in files:
-        with path.open(newline="") as f:
-            for row in csv.DictReader(f):
-                if not row.get("step"):
-                    continue
+        text = read_text(path, "metrics file", DataError)
+        for line, row in enumerate(csv.DictReader(io.StringIO(text, newline="")), start=2):
+            if not row.get("step"):
+                continue
+            try:
                 step = int(float(row["step"]))
                 for key, value in row.items():
                     if key not in ("step", "epoch") and value not in ("", None):
                         _merge(curves, key, step, float(value))
+            except (TypeError, ValueError) as err:
+                raise DataError(
+                    f"metrics file {str(path)!r}, line {line}: expected numbers, found {dict(row)} ({err})"
+                ) from err
     return _finish(curves)
 
 
@@ -90,6 +97,8 @@ def wandb_records(path: Path) -> list[bytes]:
         if kind == 0:  # zero padding up to the end of the block
             pos += left
             continue
+        if pos + 7 + length > len(data):
+            break  # a record being written when the file was read (a live or killed run)
         chunk = data[pos + 7 : pos + 7 + length]
         pos += 7 + length
         if kind == 1:  # full record
@@ -106,13 +115,20 @@ def wandb_records(path: Path) -> list[bytes]:
 
 def read_wandb_offline(files: list[Path]) -> Curves:
     """History rows of W&B offline run files, stepped by ``trainer/global_step`` (what Lightning logs)."""
+    from google.protobuf.message import DecodeError
     from wandb.proto import wandb_internal_pb2
 
     curves: Curves = {}
     for path in files:
-        for raw in wandb_records(path):
+        for index, raw in enumerate(wandb_records(path)):
             record = wandb_internal_pb2.Record()
-            record.ParseFromString(raw)
+            try:
+                record.ParseFromString(raw)
+            except DecodeError as err:
+                raise DataError(
+                    f"W&B run file {str(path)!r} is damaged: record {index} ({len(raw)} bytes) is not a W&B record "
+                    f"({err})"
+                ) from err
             if record.WhichOneof("record_type") != "history":
                 continue
             row = {item.key or "/".join(item.nested_key): item.value_json for item in record.history.item}

@@ -24,7 +24,7 @@ from segfpn.errors import ConfigError, DataError
 from segfpn.models.segmentation_model import model_arguments
 from segfpn.packaged_configs import resolve_config
 from segfpn.preemption import stop_exit_code, stopped_by_signal
-from segfpn.yaml_files import load_yaml, load_yaml_file
+from segfpn.text_files import load_yaml, load_yaml_file
 
 
 @dataclass

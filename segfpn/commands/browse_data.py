@@ -12,7 +12,7 @@ import yaml
 from segfpn.commands.arguments import positive_int
 from segfpn.errors import ConfigError
 from segfpn.packaged_configs import resolve_config
-from segfpn.yaml_files import load_yaml_file
+from segfpn.text_files import load_yaml_file
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

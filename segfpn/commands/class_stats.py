@@ -12,7 +12,7 @@ from pathlib import Path
 from segfpn.commands.arguments import non_negative_int
 from segfpn.errors import ConfigError
 from segfpn.packaged_configs import resolve_config
-from segfpn.yaml_files import load_yaml_file
+from segfpn.text_files import load_yaml_file
 
 
 def data_settings(config: Path | None, data_root: Path | None) -> dict:

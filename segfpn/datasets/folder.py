@@ -31,7 +31,7 @@ from segfpn.datasets.base import (
 )
 from segfpn.datasets.info import DatasetInfo
 from segfpn.errors import ConfigError, DataError
-from segfpn.yaml_files import load_yaml_file, read_text
+from segfpn.text_files import load_yaml_file, read_text
 
 LAYOUT = "<root>/{images,masks}/<split>/<name>.<ext> (masks: .png/.bmp/.tif, train ids or palette colours)"
 MASK_SUFFIXES = (".png", ".bmp", ".tif", ".tiff")

@@ -1,8 +1,9 @@
-"""YAML reading with a bound on alias expansion: every config, experiment, sweep and classes file goes through here.
+"""The text files a user hands segfpn (configs, experiment and classes files, metric logs): UTF-8 or a named
+error, and YAML read with a bound on alias expansion.
 
-A few hundred bytes of nested aliases (``b: [*a, *a, ...]``, the "billion laughs") expand to billions of values;
-PyYAML builds them all. The node graph is composed first (aliases stay shared there) and its expanded size counted
-before any Python object is built.
+A few hundred bytes of nested aliases (``b: [*a, *a, ...]``, the "billion laughs") expand to billions of values.
+The node graph is composed first (aliases stay shared there) and its expanded size counted before any Python
+object is built.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from segfpn.errors import ConfigError
+from segfpn.errors import ConfigError, UserError
 
 MAX_EXPANDED_NODES = 1_000_000  # far above any real config (the largest packaged one has < 1000 nodes)
 
@@ -57,13 +58,13 @@ def check_expansion(text: str, source: str) -> None:
         )
 
 
-def read_text(path: Path, what: str) -> str:
-    """A config-like file's text: UTF-8, a byte-order mark dropped (spreadsheets and some editors write one);
-    other encodings are named with ``what`` (e.g. ``"classes file"``) and the path."""
+def read_text(path: Path, what: str, error: type[UserError] = ConfigError) -> str:
+    """A text file's content: UTF-8, a byte-order mark dropped (spreadsheets and some editors write one); other
+    encodings are an ``error`` naming ``what`` (e.g. ``"classes file"``) and the path."""
     try:
         return path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as err:
-        raise ConfigError(
+        raise error(
             f"{what} {str(path)!r} is not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start}); "
             "save it as UTF-8"
         ) from err
