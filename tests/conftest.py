@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,47 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO.parent / "shared" / "ade20k_samples" / "ADEChallengeData2016"
+# what running the suite may change in the clone: caches and the venv (the install)
+_CACHES = (".venv/", "__pycache__/", ".pytest_cache/", ".ruff_cache/", ".egg-info/")
+_CLONE_BEFORE = pytest.StashKey[set[str] | None]()
+
+
+def clone_state() -> set[str] | None:
+    """The clone's modified, untracked and ignored files as ``git status`` lists them, caches left out; ``None``
+    outside a git checkout."""
+    try:
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--ignored", "--untracked-files=all"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if status.returncode != 0:
+        return None
+    return {line for line in status.stdout.splitlines() if not any(cache in line for cache in _CACHES)}
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config.stash[_CLONE_BEFORE] = clone_state()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run when the tests wrote into the clone (every test writes below its own temporary folder)."""
+    before = session.config.stash.get(_CLONE_BEFORE, None)
+    after = clone_state() if before is not None else None
+    if before is None or after is None or after == before:
+        return
+    changes = sorted(after - before) + [f"(gone) {line}" for line in sorted(before - after)]
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_sep("=", "the test suite changed the clone", red=True)
+        for line in changes[:50]:
+            reporter.write_line(line)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
 
 
 @pytest.fixture(scope="session")
