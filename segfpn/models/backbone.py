@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import sys
 from collections.abc import Sequence
@@ -13,11 +14,18 @@ from timm.models._features import FeatureGetterNet
 from torch import nn
 
 from segfpn.errors import ConfigError, DataError
+from segfpn.models.swin import PREFIX as SWIN_PREFIX
+from segfpn.models.swin import ReferenceSwin, is_mmseg_layout, is_reference_swin, mmseg_to_timm, to_reference
 
 log = logging.getLogger(__name__)
 
 # Backbones whose shapes, padding and checkpoints are covered by segfpn's tests.
-TESTED_BACKBONES: tuple[str, ...] = ("convnext_tiny", "pvt_v2_b0", "swin_tiny_patch4_window7_224")
+TESTED_BACKBONES: tuple[str, ...] = (
+    "convnext_tiny",
+    "pvt_v2_b0",
+    "mmseg_swin_tiny_patch4_window7_224",
+    "swin_tiny_patch4_window7_224",
+)
 
 # The strides the FPN expects, finest first.
 FPN_STRIDES: tuple[int, ...] = (4, 8, 16, 32)
@@ -28,10 +36,12 @@ _IMG_SIZE_FAMILIES: tuple[str, ...] = ("swin", "swinv2")
 
 
 def list_backbones(pattern: str = "*", tested_only: bool = False) -> list[str]:
-    """Names of timm models usable as backbones (``tested_only``: the ones segfpn's tests cover)."""
+    """Names of timm models usable as backbones, and the ``mmseg_swin_*`` reference Swins (``tested_only``: the
+    ones segfpn's tests cover)."""
     if tested_only:
         return list(TESTED_BACKBONES)
-    return timm.list_models(pattern)
+    reference = [SWIN_PREFIX + n for n in timm.list_models("swin_*")]
+    return sorted(timm.list_models(pattern) + fnmatch.filter(reference, pattern))
 
 
 def stride_indices(name: str, feature_info: Sequence[dict], strides: Sequence[int] = FPN_STRIDES) -> tuple[int, ...]:
@@ -86,14 +96,18 @@ class TimmBackbone(nn.Module):
         drop_path_rate: float = 0.0,
     ) -> None:
         super().__init__()
-        _check_name(name)
+        reference = is_reference_swin(name)
+        timm_name = name.removeprefix(SWIN_PREFIX) if reference else name
+        _check_name(timm_name)
         kwargs: dict = {"drop_path_rate": drop_path_rate}
-        if name.split("_")[0] in _IMG_SIZE_FAMILIES:
+        if timm_name.split("_")[0] in _IMG_SIZE_FAMILIES:
             kwargs.update(img_size=img_size, strict_img_size=False)
+        if reference:
+            kwargs.update(always_partition=True)  # every block keeps its window and shift, as the reference's
         try:
             # The full model is built once; the feature wrapper is what ``features_only=True, feature_cls="getter"``
             # would build, but with the levels chosen from feature_info (unknown before the model exists).
-            model = timm.create_model(name, pretrained=pretrained, **kwargs)
+            model = timm.create_model(timm_name, pretrained=pretrained, **kwargs)
         except Exception as err:  # hub/network errors come in many types
             if not pretrained:
                 raise
@@ -102,6 +116,8 @@ class TimmBackbone(nn.Module):
                 "Without network access, pass pretrained=False and pretrained_path=<local .pth or "
                 ".safetensors backbone checkpoint> instead."
             ) from err
+        if reference:
+            model = to_reference(model)
         indices = tuple(out_indices) if out_indices is not None else stride_indices(name, model.feature_info)
         self.body = FeatureGetterNet(model, out_indices=indices, output_fmt="NCHW")
         self.name = name
@@ -126,12 +142,16 @@ class TimmBackbone(nn.Module):
             raise DataError(f"pretrained_path={str(path)!r}: no such file")
         state = _read_state_dict(path)
         model = self.body.model
-        filter_fn = getattr(sys.modules[type(model).__module__], "checkpoint_filter_fn", None)
+        # timm's own model class (a reference Swin subclasses it): its module converts original-repository keys
+        timm_class = next(c for c in type(model).__mro__ if c.__module__.startswith("timm."))
+        filter_fn = getattr(sys.modules[timm_class.__module__], "checkpoint_filter_fn", None)
         state = {
             k.removeprefix("module.").removeprefix("backbone.").removeprefix("model."): v for k, v in state.items()
         }
         own = model.state_dict()
-        if filter_fn is not None and len(own.keys() & state.keys()) < len(own) // 2:
+        if isinstance(model, ReferenceSwin) and is_mmseg_layout(state):
+            state = mmseg_to_timm(state)
+        elif filter_fn is not None and len(own.keys() & state.keys()) < len(own) // 2:
             state = filter_fn(state, model)  # original-repository key names -> timm's
         matched = [k for k, v in state.items() if k in own and own[k].shape == v.shape]
         if not matched:
