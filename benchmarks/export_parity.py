@@ -31,7 +31,7 @@ SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "ade20k_sample
 BACKBONES = {
     "convnext_tiny": {"img_size": 512},
     "pvt_v2_b0": {"img_size": 512, "drop_path_rate": 0.1},
-    "swin_tiny_patch4_window7_224": {"img_size": 512},
+    "mmseg_swin_tiny_patch4_window7_224": {"img_size": 512},
 }
 
 

@@ -29,9 +29,10 @@ SECTIONS = {
     "inference": "benchmarks.inference_modes",
     "export": "benchmarks.export_parity",
     "resume": "benchmarks.resume_cost",
+    "swin": "benchmarks.swin_reference",
 }
 # Tables in report order (the model section writes two).
-TABLES = ("machine", "model", "model_ratios", "loop", "data", "metric", "inference", "export", "resume")
+TABLES = ("machine", "model", "model_ratios", "loop", "data", "metric", "inference", "export", "resume", "swin")
 
 
 def main(argv: list[str] | None = None) -> None:

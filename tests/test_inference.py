@@ -84,7 +84,7 @@ def test_test_sizes_round_like_mmcv() -> None:
     assert resize_image(img, (4, 6)).shape == (4, 6, 3)
 
 
-@pytest.mark.parametrize("backbone", ["pvt_v2_b0", "swin_tiny_patch4_window7_224"])
+@pytest.mark.parametrize("backbone", ["pvt_v2_b0", "swin_tiny_patch4_window7_224", "mmseg_swin_tiny_patch4_window7_224"])
 def test_protocols_pad_only_where_they_say(backbone: str) -> None:
     """``pad``: the logits of the image zero-padded to /32, cropped. ``mmseg``: the image as it is (Swin: zero-padded
     to its patch size 4 only), logits resized to the input. ``align_resize``: the image stretched to /32 first."""
@@ -96,7 +96,7 @@ def test_protocols_pad_only_where_they_say(backbone: str) -> None:
         padded = predict_logits(model, x, InferenceConfig(protocol="pad", **no_resize))
         torch.testing.assert_close(padded, model(F.pad(x, (0, 29, 0, 14)))["p0"][..., :50, :67])
         mmseg = predict_logits(model, x, InferenceConfig(protocol="mmseg", **no_resize))
-        divisor = 4 if backbone.startswith("swin") else 1
+        divisor = 4 if "swin" in backbone else 1
         assert model.patch_divisor == divisor
         feats = model.head(model.neck(model.backbone(F.pad(x, (0, -67 % divisor, 0, -50 % divisor)))))
         torch.testing.assert_close(mmseg, F.interpolate(feats, size=(50, 67), mode="bilinear", align_corners=False))

@@ -148,6 +148,9 @@ def test_unknown_backbone_lists_valid_names() -> None:
     message = str(err.value)
     assert "convnext_tinyy" in message and "pvt_v2_b0" in message and "convnext_tiny" in message
     assert "swin_tiny_patch4_window7_224" in list_backbones("swin_tiny*")
+    assert list_backbones("mmseg_swin_tiny*") == ["mmseg_swin_tiny_patch4_window7_224"]
+    with pytest.raises(ValueError, match="'mmseg_swin_tinyy' is not a timm model"):
+        SegmentationModel(num_classes=3, backbone_name="mmseg_swin_tinyy")
 
 
 @pytest.mark.parametrize(
@@ -177,6 +180,7 @@ def test_pretrained_without_network_names_the_alternative() -> None:
         ("convnext_atto", 4),
         ("pvt_v2_b0", 4),
         ("swin_tiny_patch4_window7_224", 4),
+        ("mmseg_swin_tiny_patch4_window7_224", 4),
         ("efficientnet_b0", 2),
         ("mobilenetv3_small_100", 2),
         ("regnetx_002", 2),
@@ -239,3 +243,16 @@ def test_feature_figures_name_levels_by_stride() -> None:
     plt.close(fig)
     with pytest.raises(ValueError, match="4 levels but 3 strides"):
         plot_feature_maps(pyramid, strides=strides[:3])
+
+
+def test_a_reference_swin_freezes_each_output_norm_with_its_stage() -> None:
+    """mmseg's ``_freeze_stages`` freezes ``norm{k}`` with stage k + 1: frozen_stages=2 freezes out_norms 0 and 1."""
+    backbone = TimmBackbone("mmseg_swin_tiny_patch4_window7_224", img_size=64, frozen_stages=2)
+    trainable = {n.split(".")[2] for n, p in backbone.body.named_parameters() if "out_norms" in n and p.requires_grad}
+    assert trainable == {"2", "3"}
+    frozen_layers = {
+        n.split(".")[2]
+        for n, p in backbone.body.named_parameters()
+        if n.startswith("model.layers.") and not p.requires_grad
+    }
+    assert frozen_layers == {"0", "1"}

@@ -61,11 +61,12 @@ def stride_indices(name: str, feature_info: Sequence[dict], strides: Sequence[in
     return tuple(found[s] for s in strides)
 
 
-def _check_name(name: str) -> None:
+def _check_name(name: str, given: str) -> None:
+    """``name``: the timm model that ``given`` (the backbone_name, maybe ``mmseg_``-prefixed) asks for."""
     if name not in timm.list_models():
         close = timm.list_models(f"*{name.split('_')[0]}*")[:12]
         raise ConfigError(
-            f"backbone_name={name!r} is not a timm model. Tested backbones: {', '.join(TESTED_BACKBONES)}; "
+            f"backbone_name={given!r} is not a timm model. Tested backbones: {', '.join(TESTED_BACKBONES)}; "
             f"similar timm names: {', '.join(close) or 'none'} (segfpn.models.list_backbones() lists all)."
         )
 
@@ -98,7 +99,7 @@ class TimmBackbone(nn.Module):
         super().__init__()
         reference = is_reference_swin(name)
         timm_name = name.removeprefix(SWIN_PREFIX) if reference else name
-        _check_name(timm_name)
+        _check_name(timm_name, name)
         kwargs: dict = {"drop_path_rate": drop_path_rate}
         if timm_name.split("_")[0] in _IMG_SIZE_FAMILIES:
             kwargs.update(img_size=img_size, strict_img_size=False)
@@ -185,6 +186,9 @@ class TimmBackbone(nn.Module):
         prefixes = [f"model.{m}." for m in self.body.feature_info.module_name()]
         passed, stages = 0, []
         for name, p in self.body.named_parameters():
+            if name.startswith("model.out_norms."):  # a reference Swin's output norm k goes with level k (as mmseg)
+                stages.append((int(name.split(".")[2]) + 1, p))
+                continue
             level = next((k for k, prefix in enumerate(prefixes) if name.startswith(prefix)), None)
             if level is not None:
                 passed = level + 1
