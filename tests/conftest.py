@@ -58,7 +58,6 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
-
 @pytest.fixture(scope="session")
 def samples_root() -> Path:
     """The three real ADE20K validation pairs (skips when ../shared is absent)."""

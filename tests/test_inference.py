@@ -84,7 +84,9 @@ def test_test_sizes_round_like_mmcv() -> None:
     assert resize_image(img, (4, 6)).shape == (4, 6, 3)
 
 
-@pytest.mark.parametrize("backbone", ["pvt_v2_b0", "swin_tiny_patch4_window7_224", "mmseg_swin_tiny_patch4_window7_224"])
+@pytest.mark.parametrize(
+    "backbone", ["pvt_v2_b0", "swin_tiny_patch4_window7_224", "mmseg_swin_tiny_patch4_window7_224"]
+)
 def test_protocols_pad_only_where_they_say(backbone: str) -> None:
     """``pad``: the logits of the image zero-padded to /32, cropped. ``mmseg``: the image as it is (Swin: zero-padded
     to its patch size 4 only), logits resized to the input. ``align_resize``: the image stretched to /32 first."""
