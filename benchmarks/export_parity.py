@@ -1,11 +1,12 @@
 """Exported models vs PyTorch: logit parity on the three real ADE20K samples and CPU latency, per backbone x format.
 
-    python -m benchmarks.run --only export           # full-size images (512x683 -> 512x704 padded), about 5 min
+    python -m benchmarks.run --only export           # full-size images, about 5 min
     python -m benchmarks.export_parity               # the same, table printed only
 
 Each backbone is built with the published config's options (pretrained=False, seeded random weights,
-channels_last as trained), exported with :func:`segfpn.export.export_network`, and run on each sample at its own size
-zero-padded to multiples of 32 (the ``pad`` protocol; :func:`segfpn.export.prepare_input`). Latency: the largest
+channels_last as trained), exported with :func:`segfpn.export.export_network` (the ``mmseg`` protocol: the graph
+pads a Swin to its patch size itself), and run on each sample at its own size (512x683, 364x500, 300x400: none a
+multiple of 32), against PyTorch's ``network(x, pad=False)``. Latency: the largest
 sample, PyTorch (``network(x, pad=False)``, no_grad) and the exported file timed in alternating rounds in one
 process, with onnxruntime given torch's thread count; ``latency_ratio`` = exported / PyTorch (< 1: faster).
 """
@@ -32,6 +33,7 @@ BACKBONES = {
     "convnext_tiny": {"img_size": 512},
     "pvt_v2_b0": {"img_size": 512, "drop_path_rate": 0.1},
     "mmseg_swin_tiny_patch4_window7_224": {"img_size": 512},
+    "resnet50c": {},  # mmseg's R-50 as `segfpn convert` gives it
 }
 
 
@@ -59,7 +61,7 @@ def run(device: str = "cpu", quick: bool = False) -> list[dict]:
             model = SegmentationModel(num_classes=info.num_classes, backbone_name=backbone, **options)
             network = TrainedNetwork(model, channels_last=True).eval()
             with torch.no_grad():
-                references = [network(x[..., :h, :w], pad=True)["p0"].numpy() for x, h, w in inputs]
+                references = [network(x, pad=False)["p0"].numpy() for x, _, _ in inputs]
             runs, sizes = {}, {}
             for fmt in FORMATS:
                 path = export_network(network, Path(folder) / f"{backbone}.{fmt}", fmt, info)
@@ -76,10 +78,7 @@ def run(device: str = "cpu", quick: bool = False) -> list[dict]:
                 rounds=3 if quick else 5,
             )
             for fmt, run_exported in runs.items():
-                results = [
-                    compare_logits(ref, run_exported(x.numpy())[..., :h, :w])
-                    for ref, (x, h, w) in zip(references, inputs)
-                ]
+                results = [compare_logits(ref, run_exported(x.numpy())) for ref, (x, _, _) in zip(references, inputs)]
                 pixels = [ref.shape[-2] * ref.shape[-1] for ref in references]
                 rows.append(
                     {

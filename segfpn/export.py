@@ -1,24 +1,22 @@
 """Export a trained network to ONNX or TorchScript, with dynamic batch size, height and width.
 
 The exported graph takes a normalised batch ``[B, 3, H, W]`` (float32, ``(pixels - mean) / std`` with the dataset's
-mean/std, stored in the file's metadata) and returns the logits ``[B, C, H, W]`` at the input size, or the label
-map ``[B, H, W]`` (int64) when exported with ``labels=True``. ``H`` and ``W`` must be multiples of the backbone's
-stride (32): the model runs unpadded (``pad=False``), and for such sizes this is the same computation as every
-protocol's forward pass. To follow the ``pad`` protocol, pad the normalised image with zeros at the bottom/right
-to the next multiple of 32 and crop the logits back (:func:`prepare_input` pads). ``align_resize`` is exact as well
-(:func:`segfpn.inference.eval_input` stretches to multiples of 32); ``mmseg``'s unpadded forward of other sizes is
-not reproduced. The graph does not check the size: other sizes fail in the head or, for convnext/swin (97x131 in a
-probe), return wrong logits of another shape.
-(Tracing the padding model at a size that is not a multiple of 32 gave a TorchScript graph that pads itself at any
-size, but the ONNX export of that trace kept the trace-time crop: not used.)
+mean/std, stored in the file's metadata) of any ``H x W`` and returns the logits ``[B, C, H, W]`` at the input size,
+or the label map ``[B, H, W]`` (int64) when exported with ``labels=True``. It is one whole-image forward of the
+checkpoint's evaluation protocol, with the protocol's padding inside the graph: ``mmseg`` and ``align_resize`` pad
+only to a Swin's patch size and resize the logits to the input, ``pad`` pads to multiples of 32 and crops back. The
+protocol's test-time resize works on the 8-bit pixels (cv2, as mmcv) and stays outside the graph:
+:func:`prepare_input` does it, :func:`to_image_size` takes the logits back to the image's size. Slide and multi-scale
+evaluation are not part of the graph (the metadata says what the checkpoint evaluates with).
 
-Both formats are built by tracing (``torch.jit.script`` fails on timm's backbones): the traced graphs of
-convnext_tiny, pvt_v2_b0 and swin_tiny read their sizes from the input, which :func:`check_export` verifies at a
-size other than the trace size.
+Both formats are built by tracing (``torch.jit.script`` fails on timm's backbones). A traced graph keeps what the
+trace-time sizes decided, so the network pads and resizes unconditionally while traced (a zero pad, an identity
+resize at the trace size); :func:`check_export` verifies the file at a size that is no multiple of 4 or 32.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import io
 import json
@@ -39,6 +37,7 @@ from segfpn.constants import EXPORT_SUFFIXES
 from segfpn.datasets.info import DatasetInfo
 from segfpn.datasets.transforms import val_transform
 from segfpn.errors import ConfigError
+from segfpn.inference import InferenceConfig, Protocol, eval_input
 
 Format = Literal["onnx", "torchscript"]
 FORMATS: tuple[str, ...] = tuple(EXPORT_SUFFIXES)
@@ -48,15 +47,17 @@ ONNX_OPSET = 18
 
 
 class ExportWrapper(nn.Module):
-    """``network(x, pad=False)["p0"]`` (a tensor instead of the dict), or its argmax with ``labels=True``."""
+    """``network(x, pad=<protocol is pad>)["p0"]`` (a tensor instead of the dict), or its argmax with
+    ``labels=True``."""
 
-    def __init__(self, network: nn.Module, labels: bool = False) -> None:
+    def __init__(self, network: nn.Module, labels: bool = False, protocol: Protocol = "mmseg") -> None:
         super().__init__()
         self.network = network
         self.labels = labels
+        self.pad = protocol == "pad"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.network(x, pad=False)["p0"]
+        logits = self.network(x, pad=self.pad)["p0"]
         return logits.argmax(1) if self.labels else logits
 
 
@@ -70,12 +71,14 @@ def require_export_extra(name: str) -> Any:
         ) from error
 
 
-def metadata(dataset_info: DatasetInfo, size_divisor: int, labels: bool) -> dict:
-    """What a user of the exported file needs besides the graph: classes, palette, normalisation, sizes."""
+def metadata(dataset_info: DatasetInfo, size_divisor: int, labels: bool, inference: InferenceConfig) -> dict:
+    """What a user of the exported file needs besides the graph: classes, palette, normalisation, the protocol."""
     return {
-        "input": "normalised float32 [B, 3, H, W], (pixels - mean) / std on the 0..255 scale",
+        "input": "normalised float32 [B, 3, H, W] of any H x W, (pixels - mean) / std on the 0..255 scale, resized "
+        "as the inference settings say (segfpn.export.prepare_input)",
         "output": "int64 labels [B, H, W]" if labels else "float32 logits [B, C, H, W]",
         "size_divisor": size_divisor,
+        "inference": dataclasses.asdict(inference),
         "dataset_info": dataset_info.as_dict(),
     }
 
@@ -91,13 +94,23 @@ def _quiet() -> Iterator[None]:
         yield
 
 
-def prepare_input(pixels: np.ndarray, dataset_info: DatasetInfo, divisor: int = 32) -> tuple[torch.Tensor, int, int]:
+def prepare_input(
+    pixels: np.ndarray, dataset_info: DatasetInfo, inference: InferenceConfig | None = None
+) -> tuple[torch.Tensor, int, int]:
     """An RGB uint8 image ``[H, W, 3]`` as the exported graph takes it: normalised with the dataset's mean/std and
-    zero-padded at the bottom/right to multiples of ``divisor`` (the ``pad`` protocol); returns the batch of one and
-    the image's ``H, W`` to crop the output back to."""
+    resized as the protocol's whole-image inference does (``test_scale``, ``align_resize``'s stretch; on the 8-bit
+    pixels); returns the batch of one and the image's ``H, W`` for :func:`to_image_size`."""
+    config = inference or InferenceConfig(test_scale=None)
     x = val_transform(dataset_info.mean, dataset_info.std)(image=pixels)["image"].unsqueeze(0)
-    h, w = x.shape[-2:]
-    return F.pad(x, (0, -w % divisor, 0, -h % divisor)), h, w
+    return eval_input(x, config, 1.0, dataset_info.mean, dataset_info.std), *pixels.shape[:2]
+
+
+def to_image_size(logits: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Logits ``[B, C, h', w']`` of a resized input back at the image's ``h x w`` (bilinear, as the protocols do)."""
+    if logits.shape[-2:] == (h, w):
+        return logits
+    resized = F.interpolate(torch.from_numpy(logits), size=(h, w), mode="bilinear", align_corners=False)
+    return resized.numpy()
 
 
 def _example(size: tuple[int, int] = TRACE_SIZE, batch: int = 1) -> torch.Tensor:
@@ -110,15 +123,18 @@ def export_network(
     format: Format,
     dataset_info: DatasetInfo,
     labels: bool = False,
+    inference: InferenceConfig | None = None,
 ) -> Path:
-    """Trace ``network`` (eval mode, CPU) into ``output`` in ``format``; returns the path written."""
+    """Trace ``network`` (eval mode, CPU) into ``output`` in ``format``, following the ``inference`` protocol
+    (default: ``mmseg``); returns the path written."""
     if format not in FORMATS:
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    wrapper = ExportWrapper(network.eval(), labels).eval()
+    inference = inference or InferenceConfig()
+    wrapper = ExportWrapper(network.eval(), labels, inference.protocol).eval()
     divisor = int(getattr(getattr(network, "model", network), "size_divisor", 32))
-    info = json.dumps(metadata(dataset_info, divisor, labels))
+    info = json.dumps(metadata(dataset_info, divisor, labels, inference))
     example = _example()
 
     with torch.no_grad(), _quiet():
@@ -159,26 +175,39 @@ def _export_onnx(wrapper: nn.Module, example: torch.Tensor, labels: bool, info: 
 
 
 def load_exported(path: str | Path, format: Format, threads: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
-    """``run(images)`` for an exported file: normalised float32 ``[B, 3, H, W]`` -> its output, as numpy."""
+    """``run(images)`` for an exported file: normalised float32 ``[B, 3, H, W]`` -> its output, as numpy; another
+    shape or dtype is refused by name."""
     path = Path(path)
     if format == "torchscript":
         with _quiet():
             module = torch.jit.load(str(path), map_location="cpu").eval()
 
-        def run_torchscript(images: np.ndarray) -> np.ndarray:
+        def run_graph(images: np.ndarray) -> np.ndarray:
             with torch.no_grad():
                 return module(torch.from_numpy(images)).numpy()
 
-        return run_torchscript
-    ort = require_export_extra("onnxruntime")
+    else:
+        ort = require_export_extra("onnxruntime")
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
 
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    return lambda images: session.run(None, {name: images})[0]
+        def run_graph(images: np.ndarray) -> np.ndarray:
+            return session.run(None, {name: images})[0]
+
+    def run(images: np.ndarray) -> np.ndarray:
+        if not isinstance(images, np.ndarray) or images.dtype != np.float32 or images.ndim != 4 or images.shape[1] != 3:
+            found = f"{images.dtype} {list(images.shape)}" if isinstance(images, np.ndarray) else type(images).__name__
+            raise ConfigError(
+                f"{str(path)!r} takes a normalised float32 batch [B, 3, H, W] (segfpn.export.prepare_input), "
+                f"got {found}"
+            )
+        return run_graph(images)
+
+    return run
 
 
 def read_metadata(path: str | Path, format: Format) -> dict:
@@ -216,14 +245,22 @@ def compare_logits(expected: np.ndarray, found: np.ndarray) -> Parity:
     return Parity(diff, float(1.0 - differs.mean()), int((differs & (margin > 2 * diff)).sum()))
 
 
+CHECK_SIZE = (97, 131)  # no multiple of 4 or 32: every padding and resize of the graph must follow the input
+
+
 def check_export(
-    network: nn.Module, path: str | Path, format: Format, labels: bool = False, size: tuple[int, int] = (96, 128)
+    network: nn.Module,
+    path: str | Path,
+    format: Format,
+    labels: bool = False,
+    size: tuple[int, int] = CHECK_SIZE,
+    protocol: Protocol = "mmseg",
 ) -> float:
     """Max abs difference between the exported file and ``network`` on a random batch of 2 at ``size`` (not the
     trace size; for ``labels=True`` the number of differing labels). Raises when the output shape is wrong."""
     images = _example(size, batch=2)
     with torch.no_grad():
-        expected = ExportWrapper(network.eval(), labels)(images).numpy()
+        expected = ExportWrapper(network.eval(), labels, protocol)(images).numpy()
     found = load_exported(path, format)(images.numpy())
     if found.shape != expected.shape:
         raise RuntimeError(

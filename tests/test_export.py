@@ -1,5 +1,6 @@
-"""segfpn export: ONNX (onnxruntime) and TorchScript files give PyTorch's logits on the real samples, for the three
-published backbones, at sizes other than the trace size; the command writes, describes and checks its file."""
+"""segfpn export: ONNX (onnxruntime) and TorchScript files give Segmenter's logits on real images of odd sizes, for
+the three published backbones and mmseg's R-50, under the mmseg and pad protocols; the command writes, describes and
+checks its file."""
 
 from __future__ import annotations
 
@@ -13,57 +14,75 @@ import torch
 from segfpn.commands.export import main as export_main
 from segfpn.datasets.base import load_image
 from segfpn.datasets.info import DatasetInfo
-from segfpn.datasets.transforms import eval_size, resize_image
+from segfpn.datasets.transforms import resize_image
 from segfpn.errors import CheckpointError, ConfigError
-from segfpn.export import TRACE_SIZE, compare_logits, export_network, load_exported, prepare_input, read_metadata
+from segfpn.export import compare_logits, export_network, load_exported, prepare_input, read_metadata, to_image_size
+from segfpn.inference import InferenceConfig
 from segfpn.models.segmentation_model import SegmentationModel
-from segfpn.predictor import TrainedNetwork
+from segfpn.predictor import Segmenter, TrainedNetwork
 
 pytest.importorskip("onnxruntime")
 
-# the published configs' model options (configs/*_fpn_ade20k.yaml) that change the network; pretrained=False
+# the published configs' model options (configs/*_fpn_ade20k.yaml) that change the network, and mmseg's R-50's
+# backbone (what `segfpn convert` gives); pretrained=False
 CONFIGS = {
     "convnext_tiny": {"img_size": 512},
     "pvt_v2_b0": {"img_size": 512, "drop_path_rate": 0.1},
     "mmseg_swin_tiny_patch4_window7_224": {"img_size": 512},
+    "resnet50c": {},
 }
+SIZES = [(375, 500), (333, 517), (512, 683), (97, 131)]  # odd sizes: no multiple of 4 or 32
 TOLERANCE = 1e-3
 
 
-def padded_inputs(samples_root: Path, ratio: float = 1.0) -> list[tuple[torch.Tensor, int, int]]:
-    """The real images resized by ``ratio`` (keeping their aspect ratio), as :func:`prepare_input` gives them."""
-    inputs = []
-    for path in sorted((samples_root / "images" / "validation").glob("*.jpg")):
-        pixels = load_image(path)
-        pixels = resize_image(pixels, eval_size(*pixels.shape[:2], None, ratio))
-        inputs.append(prepare_input(pixels, DatasetInfo.generic(150)))
-    return inputs
+def real_images(samples_root: Path) -> list[np.ndarray]:
+    """The real samples resized to :data:`SIZES` (the first sample is 512x683 already)."""
+    pixels = [load_image(p) for p in sorted((samples_root / "images" / "validation").glob("*.jpg"))]
+    return [resize_image(pixels[i % len(pixels)], size) for i, size in enumerate(SIZES)]
 
 
+@pytest.mark.parametrize("protocol", ["mmseg", "pad"])
 @pytest.mark.parametrize("backbone", list(CONFIGS))
-def test_exported_models_match_pytorch_on_the_real_samples(backbone: str, samples_root: Path, tmp_path: Path) -> None:
+def test_exported_models_give_segmenters_logits_at_odd_sizes(
+    backbone: str, protocol: str, samples_root: Path, tmp_path: Path
+) -> None:
+    """Exported vs ``Segmenter`` (what ``segfpn predict`` computes) on real images of odd sizes: the graph pads
+    (Swin to its patch size under ``mmseg``, to 32 under ``pad``) and crops or resizes inside itself."""
     torch.manual_seed(0)
     model = SegmentationModel(num_classes=150, backbone_name=backbone, pretrained=False, **CONFIGS[backbone])
     network = TrainedNetwork(model, channels_last=True).eval()  # the configs train channels_last
     info = DatasetInfo.generic(150)
+    config = InferenceConfig(protocol=protocol, test_scale=(683, 512) if protocol == "mmseg" else None)
+    segmenter = Segmenter(network, config, info)
     runs = {
-        fmt: load_exported(export_network(network, tmp_path / f"{backbone}.{fmt}", fmt, info), fmt)
+        fmt: load_exported(export_network(network, tmp_path / f"m.{fmt}", fmt, info, inference=config), fmt)
         for fmt in ("onnx", "torchscript")
     }
-    # half-size images keep the suite fast on 2 cores; benchmarks/export_parity.py measures the full sizes
-    inputs = padded_inputs(samples_root, ratio=0.5)
-    assert len({tuple(x.shape[-2:]) for x, _, _ in inputs} | {TRACE_SIZE}) == 4  # three new sizes
-    for x, h, w in inputs:
-        with torch.no_grad():
-            expected = network(x[..., :h, :w], pad=True)["p0"].numpy()  # the pad protocol on the unpadded image
+    images = real_images(samples_root) if protocol == "mmseg" else real_images(samples_root)[-1:]
+    for pixels in images:
+        expected = segmenter.logits(pixels)[None].numpy()
+        x, h, w = prepare_input(pixels, info, config)
         for fmt, run in runs.items():
-            found = run(x.numpy())
-            assert found.shape == (1, 150, *x.shape[-2:]), fmt
-            parity = compare_logits(expected, found[..., :h, :w])
-            assert parity.max_abs_diff < TOLERANCE, (fmt, x.shape, parity)
+            found = to_image_size(run(x.numpy()), h, w)
+            parity = compare_logits(expected, found)
+            assert parity.max_abs_diff < TOLERANCE, (fmt, pixels.shape, parity)
             # random weights give near-equal logits: a pixel whose top two classes are closer than the float
             # noise may flip; every other pixel must agree
-            assert parity.untied_disagreements == 0 and parity.argmax_agreement > 0.9999, (fmt, x.shape, parity)
+            assert parity.untied_disagreements == 0 and parity.argmax_agreement > 0.9999, (fmt, pixels.shape, parity)
+
+
+def test_an_exported_file_refuses_a_batch_it_cannot_take(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = SegmentationModel(num_classes=3, backbone_name="pvt_v2_b0", fpn_channels=16, head_channels=16)
+    path = export_network(TrainedNetwork(model).eval(), tmp_path / "m.onnx", "onnx", DatasetInfo.generic(3))
+    run = load_exported(path, "onnx")
+    for bad, found in [
+        (np.zeros((1, 4, 64, 64), np.float32), r"got float32 \[1, 4, 64, 64\]"),
+        (np.zeros((64, 64, 3), np.uint8), r"got uint8 \[64, 64, 3\]"),
+        (np.zeros((1, 3, 64, 64), np.float64), r"got float64"),
+    ]:
+        with pytest.raises(ConfigError, match=rf"takes a normalised float32 batch \[B, 3, H, W\] .*{found}"):
+            run(bad)
 
 
 def _save_checkpoint(path: Path, info: DatasetInfo) -> SegmentationModel:

@@ -1,5 +1,6 @@
 """``segfpn export --ckpt_path CKPT --format onnx|torchscript``: the trained network as an ONNX or TorchScript file
-with dynamic batch, height and width (multiples of 32); input a normalised batch, output logits (or labels)."""
+with dynamic batch, height and width (any size); input a normalised batch, output logits (or labels), computed as
+the checkpoint's evaluation protocol computes one whole-image forward (see segfpn.export)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ def main(argv: list[str] | None = None) -> None:
         "--no-check", dest="check", action="store_false", help="skip comparing the file with PyTorch at a new size"
     )
     args = parser.parse_args(argv)
-    from segfpn.export import check_export, export_network
+    from segfpn.export import CHECK_SIZE, check_export, export_network
     from segfpn.output_paths import check_output
     from segfpn.predictor import load_trained_network
 
@@ -32,15 +33,27 @@ def main(argv: list[str] | None = None) -> None:
     output = args.output or args.ckpt_path.with_name(args.ckpt_path.stem + ("-labels" if args.labels else "") + suffix)
     check_output(output, "--output", [args.ckpt_path], args.overwrite)
     loaded = load_trained_network(args.ckpt_path, "--ckpt_path")
-    export_network(loaded.network, output, args.format, loaded.dataset_info, args.labels)
+    inference = loaded.inference
+    export_network(loaded.network, output, args.format, loaded.dataset_info, args.labels, inference)
     size_mb = output.stat().st_size / 2**20
     print(f"wrote {output} ({size_mb:.1f} MB, {args.format})")
     out = "labels [B, H, W] int64" if args.labels else f"logits [B, {loaded.network.num_classes}, H, W] float32"
     print(
         f"input: images [B, 3, H, W] float32, normalised with mean {list(loaded.dataset_info.mean)} and std "
-        f"{list(loaded.dataset_info.std)} (0..255 scale), H and W multiples of 32; output: {out}"
+        f"{list(loaded.dataset_info.std)} (0..255 scale), any H and W; output: {out}"
     )
+    resize = f"resized to fit {inference.test_scale} first" if inference.test_scale else "at its own size"
+    print(
+        f"protocol {inference.protocol!r}: one whole-image forward of the image {resize} "
+        "(segfpn.export.prepare_input; its padding is inside the graph)"
+    )
+    if inference.mode == "slide" or len(inference.scales) > 1 or inference.flip:
+        print(
+            f"note: the checkpoint evaluates with mode {inference.mode!r}, scales {inference.scales}, flip "
+            f"{inference.flip}; the exported graph is the single whole-image forward"
+        )
     if args.check:
-        diff = check_export(loaded.network, output, args.format, args.labels)
+        diff = check_export(loaded.network, output, args.format, args.labels, protocol=inference.protocol)
         what = "labels differing" if args.labels else "max abs logit difference"
-        print(f"check against PyTorch on a random 2x3x96x128 batch: {what} {diff:.3g}")
+        h, w = CHECK_SIZE
+        print(f"check against PyTorch on a random 2x3x{h}x{w} batch: {what} {diff:.3g}")

@@ -69,7 +69,8 @@ class FPN(nn.Module):
     def _upsample(self, x: torch.Tensor, level: int, size: torch.Size) -> torch.Tensor:
         if self.upsamplers is not None:
             x = self.upsamplers[level](x)
-            return x if x.shape[-2:] == size else F.interpolate(x, size=size, mode="nearest")
+            same = x.shape[-2:] == size and not torch.jit.is_tracing()  # traced: resize always (see the head)
+            return x if same else F.interpolate(x, size=size, mode="nearest")
         if self.upsample_mode == "bilinear":
             return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
         return F.interpolate(x, size=size, mode="nearest")

@@ -107,9 +107,10 @@ class SemanticFPNHead(nn.Module):
         levels = []
         for head, feat in zip(self.scale_heads, features):
             out = head(feat)
-            levels.append(
-                out if out.shape[-2:] == size else F.interpolate(out, size=size, mode="bilinear", align_corners=False)
-            )
+            # a traced graph (export) resizes always: the trace-time sizes may match where others do not
+            if out.shape[-2:] != size or torch.jit.is_tracing():
+                out = F.interpolate(out, size=size, mode="bilinear", align_corners=False)  # same size: identity
+            levels.append(out)
         fused = self.fusion(levels) if self.fusion is not None else sum(levels[1:], levels[0])
         return self.classifier(self.dropout(fused))
 

@@ -126,7 +126,7 @@ class SegmentationModel(nn.Module):
     def padded_size(self, h: int, w: int) -> tuple[int, int]:
         """The size an ``h x w`` input is padded to (bottom/right) before the backbone: multiples of its stride."""
         d = self.size_divisor
-        return -(-h // d) * d, -(-w // d) * d
+        return h + (d - h % d) % d, w + (d - w % d) % d  # written so that ONNX keeps it a function of the size
 
     @property
     def patch_divisor(self) -> int:
@@ -140,8 +140,9 @@ class SegmentationModel(nn.Module):
     def _pad(self, x: torch.Tensor, pad: bool = True) -> torch.Tensor:
         h, w = x.shape[-2:]
         d = self.size_divisor if pad else self.patch_divisor
-        ph, pw = -(-h // d) * d, -(-w // d) * d
-        return F.pad(x, (0, pw - w, 0, ph - h)) if (ph, pw) != (h, w) else x
+        pad_h, pad_w = (d - h % d) % d, (d - w % d) % d  # written so that ONNX keeps it a function of the size
+        # a traced graph (export) pads always: a zero pad at the trace size is a real pad at others
+        return F.pad(x, (0, pad_w, 0, pad_h)) if pad_h or pad_w or torch.jit.is_tracing() else x
 
     def extract_backbone_features(self, x: torch.Tensor, pad: bool = True) -> list[torch.Tensor]:
         """The backbone's four NCHW maps (strides 4/8/16/32 of the input, padded to a multiple of 32 with

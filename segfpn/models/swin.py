@@ -47,7 +47,10 @@ class PadThenShiftBlock(SwinTransformerBlock):
         return x[:, :h, :w, :].contiguous()
 
     def _shift_mask(self, padded: torch.Tensor) -> torch.Tensor:
-        """timm's shift mask for the padded map's size, kept for the last size seen (one per image size)."""
+        """timm's shift mask for the padded map's size, kept for the last size seen (one per image size); built
+        afresh while traced, so that an exported graph computes it from the input's size."""
+        if torch.jit.is_tracing():
+            return self.get_attn_mask(padded)
         key = (padded.shape[1], padded.shape[2], padded.device, padded.dtype)
         cached = self.__dict__.get("_mask_cache")
         if cached is None or cached[0] != key:
