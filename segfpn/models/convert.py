@@ -9,7 +9,9 @@ Both layouts keep the model under ``backbone.*``, ``neck.*`` and ``decode_head.*
 - backbone: mmseg's ResNetV1c/ResNetV1d/ResNet -> timm's ``resnet{depth}c``/``d``/plain (the deep stem
   ``stem.0/1/3/4/6/7`` becomes ``conv1.0/1/3/4/6`` and ``bn1``; the variant is read from the key structure, never
   from shapes: resnet50c and resnet50d have the same shapes); PVTv2 in the original repository's names ->
-  timm's ``pvt_v2_b*`` through timm's own ``checkpoint_filter_fn``.
+  timm's ``pvt_v2_b*`` through timm's own ``checkpoint_filter_fn``; mmseg's SwinTransformer
+  (``stages.i.blocks.j.attn.w_msa.*``) -> ``mmseg_swin_*`` (:mod:`segfpn.models.swin`: the reference's computation,
+  its output norms included), the variant read from the embedding width, blocks per stage and window size.
 
 mmseg 0.x and 1.x differ in the checkpoint's wrapping (``meta['CLASSES']``/``meta['config']`` in 0.x,
 ``meta['dataset_meta']``/``meta['cfg']`` and ``message_hub`` in 1.x), not in the model's key names.
@@ -29,6 +31,7 @@ import torch
 
 from segfpn.errors import CheckpointError, DataError
 from segfpn.models.segmentation_model import SegmentationModel
+from segfpn.models.swin import is_mmseg_layout, mmseg_to_timm
 
 # (blocks per layer, bottleneck) -> depth of mmseg's ResNet / timm's resnet.
 _RESNET_DEPTHS: dict[tuple[tuple[int, ...], bool], int] = {
@@ -50,6 +53,15 @@ _PVT_V2_VARIANTS: dict[tuple[tuple[int, ...], int, bool], str] = {
     ((3, 6, 40, 3), 64, False): "pvt_v2_b5",
 }
 
+# (embedding width, blocks per stage, window) -> the reference computation of timm's Swin
+_SWIN_VARIANTS: dict[tuple[int, tuple[int, ...], int], str] = {
+    (96, (2, 2, 6, 2), 7): "mmseg_swin_tiny_patch4_window7_224",
+    (96, (2, 2, 18, 2), 7): "mmseg_swin_small_patch4_window7_224",
+    (128, (2, 2, 18, 2), 7): "mmseg_swin_base_patch4_window7_224",
+    (128, (2, 2, 18, 2), 12): "mmseg_swin_base_patch4_window12_384",
+    (192, (2, 2, 18, 2), 7): "mmseg_swin_large_patch4_window7_224",
+    (192, (2, 2, 18, 2), 12): "mmseg_swin_large_patch4_window12_384",
+}
 _BACKBONE = "backbone.body.model."
 
 
@@ -167,10 +179,13 @@ def convert_state_dict(
         layout = "pvtv2-seg" if layout in ("", "mmseg-0.x", "mmseg (bare state dict)") else layout
     elif "layer1.0.conv1.weight" in backbone:
         backbone_name, mapped = _convert_resnet(backbone, meta or {}, notes)
+    elif is_mmseg_layout(backbone):
+        backbone_name, mapped = _convert_swin(backbone, notes)
     else:
         raise CheckpointError(
-            "unknown backbone layout: expected mmseg's ResNet ('backbone.layer1.0.conv1.weight') or the original "
-            f"PVTv2 names ('backbone.patch_embed1.proj.weight'); found e.g. {list(backbone)[:5]}"
+            "unknown backbone layout: expected mmseg's ResNet ('backbone.layer1.0.conv1.weight'), its "
+            "SwinTransformer ('backbone.stages.0.blocks.0.attn.w_msa.qkv.weight') or the original PVTv2 names "
+            f"('backbone.patch_embed1.proj.weight'); found e.g. {list(backbone)[:5]}"
         )
     converted = {_BACKBONE + k: v for k, v in mapped.items()}
     head_args = _convert_neck_and_head(state, converted, unmapped, notes)
@@ -259,6 +274,22 @@ def _convert_pvt_v2(backbone: dict[str, torch.Tensor], notes: list[str]) -> tupl
         raise CheckpointError(f"PVTv2 with blocks per stage {depths}, width {width}, linear={linear}: no timm pvt_v2")
     notes.append(f"backbone: PVTv2 with blocks per stage {depths}, width {width} -> timm {name}")
     return name, checkpoint_filter_fn(backbone, None)
+
+
+def _convert_swin(backbone: dict[str, torch.Tensor], notes: list[str]) -> tuple[str, dict[str, torch.Tensor]]:
+    width = backbone["patch_embed.projection.weight"].shape[0]
+    depths = tuple(
+        len({m.group(1) for k in backbone if (m := re.match(rf"stages\.{i}\.blocks\.(\d+)\.", k))}) for i in range(4)
+    )
+    table = backbone["stages.0.blocks.0.attn.w_msa.relative_position_bias_table"]
+    window = (int(round(table.shape[0] ** 0.5)) + 1) // 2  # (2 * window - 1) ** 2 rows
+    name = _SWIN_VARIANTS.get((width, depths, window))
+    if name is None:
+        raise CheckpointError(
+            f"Swin with width {width}, blocks per stage {depths}, window {window}: no timm swin_*_patch4 model"
+        )
+    notes.append(f"backbone: mmseg SwinTransformer, width {width}, blocks {depths}, window {window} -> {name}")
+    return name, mmseg_to_timm(backbone)
 
 
 # -- neck and head --------------------------------------------------------------------------------------

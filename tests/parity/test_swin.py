@@ -1,7 +1,7 @@
 """``mmseg_swin_tiny_patch4_window7_224`` against mmseg 1.2.2's own ``SwinTransformer`` (Swin-T as mmseg's
 Swin configs build it), loaded from an mmseg-layout checkpoint through ``pretrained_path``: the four output levels at
-224x224, 512x512, 512x683 and 375x500 (where stage maps are not whole windows), and the Semantic FPN logits under
-the ``mmseg`` protocol. timm's own Swin (shift, then pad; no output norms) is shown to differ at those sizes."""
+224x224, 512x512, 512x683 and 375x500 (where stage maps are not whole windows), and the logits of an mmseg Semantic
+FPN on it converted by ``segfpn convert``, under the ``mmseg`` protocol. timm's own Swin (shift, then pad; no output norms) is shown to differ at those sizes."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import torch
 import torch.nn.functional as F
 
 from segfpn.models.backbone import TimmBackbone
-from segfpn.models.segmentation_model import SegmentationModel
 from tests.parity.conftest import import_reference
 
 pytestmark = pytest.mark.parity
@@ -99,21 +98,28 @@ def test_features_equal_mmseg_swin_at_every_size(
         assert max(before) > 1e-3
 
 
-def test_semantic_fpn_logits_equal_mmseg_under_the_mmseg_protocol(
-    mmseg_swin: torch.nn.Module, mmseg_checkpoint: Path
-) -> None:
-    """The whole network on a 512x683 image without padding to 32 (mmseg's whole inference): segfpn's FPN and head
-    are mmseg's (tests/parity/test_decoder.py), so the logits follow from the same four levels."""
-    from tests.parity.test_decoder import _copy, _mmseg_decoder
+def test_a_converted_mmseg_swin_semantic_fpn_gives_mmsegs_logits(mmseg_swin: torch.nn.Module, tmp_path: Path) -> None:
+    """mmseg's Swin-T under mmseg's FPN + FPNHead, saved as an mmseg 1.x segmentor checkpoint, through
+    ``segfpn convert``'s reader and converter: a 512x683 image without padding to 32 (mmseg's whole inference)
+    gives mmseg's logits. segfpn's FPN and head are mmseg's (tests/parity/test_decoder.py)."""
+    from segfpn.analysis.convert import save_converted
+    from segfpn.models.convert import convert_state_dict, read_checkpoint
+    from segfpn.module import SegmentationModule
+    from tests.parity.test_decoder import _mmseg_decoder
 
     torch.manual_seed(2)
-    model = SegmentationModel(
-        num_classes=150, backbone_name="mmseg_swin_tiny_patch4_window7_224", pretrained_path=str(mmseg_checkpoint)
-    ).eval()
     neck, head = _mmseg_decoder([96, 192, 384, 768])
     neck.eval(), head.eval()
-    _copy(neck, model.neck)
-    _copy(head, model.head)
+    state = {f"backbone.{k}": v for k, v in mmseg_swin.state_dict().items()}
+    state.update({f"neck.{k}": v for k, v in neck.state_dict().items()})
+    state.update({f"decode_head.{k}": v for k, v in head.state_dict().items()})
+    source = tmp_path / "fpn_swin_tiny.pth"
+    torch.save({"meta": {"mmengine_version": "0.10.7"}, "state_dict": state, "message_hub": {}}, source)
+    conversion = convert_state_dict(*read_checkpoint(source))
+    assert conversion.model_args["backbone_name"] == "mmseg_swin_tiny_patch4_window7_224"
+    assert conversion.unfilled == [] and conversion.unmapped == {}
+    ckpt, _ = save_converted(conversion, tmp_path / "fpn_swin_tiny.ckpt", source)
+    model = SegmentationModule.load_from_checkpoint(ckpt, map_location="cpu").eval().model
     x = torch.randn(1, 3, 512, 683)
     with torch.no_grad():
         reference = head.predict(neck(mmseg_swin(x)), [{"img_shape": (512, 683)}], {})
