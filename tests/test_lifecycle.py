@@ -4,6 +4,7 @@ across a resume, and the checkpoint-architecture rule."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -11,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import lightning as L
@@ -48,6 +50,18 @@ def wait_for(condition, what: str, process: subprocess.Popen | None = None, time
             raise AssertionError(f"process ended ({process.returncode}) before {what}:\n{output}")
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+@contextlib.contextmanager
+def held_by_a_live_process(run_dir: Path) -> Iterator[int]:
+    """``run_dir``'s lock names a live process of this host (a sleeping child) while the block runs; its pid."""
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        (run_dir / runs.LOCK_FILE).write_text(json.dumps({"pid": holder.pid, "host": os.uname().nodename}))
+        yield holder.pid
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def logged_train_step(root: Path) -> int:
@@ -139,14 +153,9 @@ def test_a_folder_held_by_a_live_process_is_refused_and_a_stale_lock_taken_over(
     args = ["fit", *tiny_args(tmp_path, synthetic_root, max_steps=1), "--trainer.limit_val_batches=0"]
     folder = tmp_path / "shared"
     runs.init_run_dir(folder)
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
-    try:
-        (folder / runs.LOCK_FILE).write_text(json.dumps({"pid": holder.pid, "host": os.uname().nodename}))
-        with pytest.raises(runs.RunFolderBusyError, match=f"run folder '{folder}' is in use by process {holder.pid}"):
+    with held_by_a_live_process(folder) as pid:
+        with pytest.raises(runs.RunFolderBusyError, match=f"run folder '{folder}' is in use by process {pid}"):
             run_cli([*args, "--run_name=shared"])
-    finally:
-        holder.kill()
-        holder.wait()
     # the holder is gone: its lock is stale and the run takes the folder over
     cli = run_cli([*args, "--run_name=shared"])
     assert Path(cli.trainer.default_root_dir) == folder and (folder / "checkpoints" / "last.ckpt").is_file()
@@ -167,14 +176,10 @@ def test_ckpt_path_last_refuses_while_the_newest_run_is_held_instead_of_resuming
     before = (finished / "checkpoints" / "last.ckpt").read_bytes()
     newest = tmp_path / "newest"
     runs.init_run_dir(newest)
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
-    try:
-        (newest / runs.LOCK_FILE).write_text(json.dumps({"pid": holder.pid, "host": os.uname().nodename}))
-        with pytest.raises(runs.RunFolderBusyError, match=f"run folder '{newest}' is in use by process {holder.pid}"):
-            run_cli([*args[:-1], "--trainer.max_steps=4", "--ckpt_path=last"])
-    finally:
-        holder.kill()
-        holder.wait()
+    resume = ["fit", *tiny_args(tmp_path, synthetic_root, max_steps=4), "--trainer.limit_val_batches=0"]
+    with held_by_a_live_process(newest) as pid:
+        with pytest.raises(runs.RunFolderBusyError, match=f"run folder '{newest}' is in use by process {pid}"):
+            run_cli([*resume, "--ckpt_path=last"])
     assert (finished / "checkpoints" / "last.ckpt").read_bytes() == before
     assert runs.runs_newest_first(tmp_path) == [newest, finished]
 

@@ -1,7 +1,8 @@
 """``mmseg_swin_tiny_patch4_window7_224`` against mmseg 1.2.2's own ``SwinTransformer`` (Swin-T as mmseg's
 Swin configs build it), loaded from an mmseg-layout checkpoint through ``pretrained_path``: the four output levels at
 224x224, 512x512, 512x683 and 375x500 (where stage maps are not whole windows), and the logits of an mmseg Semantic
-FPN on it converted by ``segfpn convert``, under the ``mmseg`` protocol. timm's own Swin (shift, then pad; no output norms) is shown to differ at those sizes."""
+FPN on it converted by ``segfpn convert``, under the ``mmseg`` protocol. timm's own Swin (shift, then pad; no output
+norms) is shown to differ at those sizes."""
 
 from __future__ import annotations
 
