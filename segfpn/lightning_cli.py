@@ -134,10 +134,15 @@ class SegFPNCLI(LightningCLI):
             run_dir = None  # a new run; with an explicit checkpoint file too (its run folder stays untouched)
         if run_dir is None:
             if subcommand != "fit" and ckpt in ("best", "last"):
+                last = newest_run_with("last", root, for_fit=False) if ckpt == "best" else None
                 raise CheckpointError(
                     f"--ckpt_path {ckpt}: no run below {str(root)!r} (trainer.default_root_dir) has a readable "
                     f"{'best.ckpt' if ckpt == 'best' else 'checkpoint'}; run `segfpn fit` with this config first "
-                    "or pass a checkpoint file"
+                    "or pass a checkpoint file",
+                    None
+                    if last is None
+                    else f"run {str(last)!r} has checkpoints but no best.ckpt: best.ckpt is written when a "
+                    "validation runs, and none ran during its fit; evaluate it with --ckpt_path last",
                 )
             run_dir = runs.create_run_dir(root)
         if ckpt in ("best", "last"):

@@ -427,3 +427,15 @@ def test_two_processes_taking_over_one_stale_lock_leave_exactly_one_winner(tmp_p
     }
     for i, (pid,) in winners.items():
         assert runs.lock_holder(tmp_path / str(i))["pid"] == pid  # the lock names the one winner
+
+
+def test_best_of_a_run_that_never_validated_points_to_last(tmp_path: Path, synthetic_root: Path) -> None:
+    run_cli(["fit", *tiny_args(tmp_path, synthetic_root, max_steps=1), "--trainer.limit_val_batches=0"])
+    run = only_run(tmp_path)
+    assert (run / "checkpoints" / "last.ckpt").is_file() and not (run / "checkpoints" / "best.ckpt").exists()
+    with pytest.raises(CheckpointError) as error:
+        run_cli(["validate", *tiny_args(tmp_path, synthetic_root), "--ckpt_path=best"])
+    assert "has a readable best.ckpt" in str(error.value)
+    assert error.value.hint.startswith(f"run '{run}' has checkpoints but no best.ckpt") and "--ckpt_path last" in (
+        error.value.hint
+    )
