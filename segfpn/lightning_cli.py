@@ -25,6 +25,7 @@ from segfpn.callbacks import BestAndLastCheckpoint, GradientMonitor, PredictionW
 from segfpn.checkpoint_file import load_segfpn_checkpoint
 from segfpn.checkpoint_io import AtomicCheckpointIO, newest_good_checkpoint
 from segfpn.cli import LIGHTNING_COMMANDS, TOOLS
+from segfpn.console import quiet_third_party
 from segfpn.datasets.datamodule import SegmentationDataModule
 from segfpn.datasets.info import DatasetInfo
 from segfpn.errors import CheckpointError, ConfigError
@@ -322,6 +323,7 @@ def run_cli(args: list[str] | None = None) -> SegFPNCLI:
     env_before = os.environ.get(runs.RUN_DIR_ENV)
     try:
         bound_jsonargparse()
+        quiet_third_party()
         for path in config_files(argv):  # named here; the parser's bound catches option values
             if path.is_file():
                 check_expansion(read_text(path, "--config"), f"--config {str(path)!r}")

@@ -439,3 +439,18 @@ def test_best_of_a_run_that_never_validated_points_to_last(tmp_path: Path, synth
     assert error.value.hint.startswith(f"run '{run}' has checkpoints but no best.ckpt") and "--ckpt_path last" in (
         error.value.hint
     )
+
+
+def test_a_fit_prints_no_third_party_tip_or_internal_deprecation(tmp_path: Path, synthetic_root: Path) -> None:
+    """Lightning's LitLogger tip, its own `_pytree` deprecation and W&B's image-size warning (segfpn logs one overlay
+    per validation image, of different sizes) are messages a user cannot act on."""
+    from segfpn.console import LOG_MESSAGES
+
+    args = ["fit", *tiny_args(tmp_path, synthetic_root, max_steps=2, logger=WANDB_LOGGER)]
+    process = segfpn_process([*args, "--trainer.limit_val_batches=2", "--trainer.val_check_interval=2"])
+    output = process.communicate(timeout=600)[0].decode()
+    assert process.returncode == 0, output[-3000:]
+    assert "val/mIoU" in output or list(tmp_path.rglob("fit_val_step*.json")), output[-3000:]  # it validated
+    for _, start in LOG_MESSAGES:
+        assert start not in output, output[-3000:]
+    assert "LeafSpec" not in output, output[-3000:]
