@@ -49,20 +49,23 @@ def replace_atomically(path: Path, write: Callable[[Path], None]) -> None:
             _fsync(temp)  # whatever wrote it (torch, onnx, a copy): its bytes on disk before the rename
             os.replace(temp, path)
         except (OSError, RuntimeError) as err:
-            raise _write_error(err, temp, path) from err
+            named = _write_error(err, temp, path)
+            if named is None:
+                raise
+            raise named from err
     finally:
         temp.unlink(missing_ok=True)
     _fsync(path.parent)
 
 
-def _write_error(err: OSError | RuntimeError, temp: Path, path: Path) -> BaseException:
-    """The OS error behind a failed write, naming ``path`` instead of its temp file; torch's writer reports a
-    failed write of a file object as a RuntimeError raised while handling the OSError."""
+def _write_error(err: OSError | RuntimeError, temp: Path, path: Path) -> OSError | None:
+    """The OS error behind a failed write, naming ``path`` instead of its temp file (``None``: ``err`` as it is);
+    torch's writer reports a failed write of a file object as a RuntimeError raised while handling the OSError."""
     os_error = err if isinstance(err, OSError) else err.__context__
     if not isinstance(os_error, OSError) or os_error.errno is None:
-        return err
+        return None
     if os_error.filename not in (None, str(temp)):
-        return os_error  # another file (a copy's source)
+        return None if os_error is err else os_error  # another file (a copy's source)
     return OSError(os_error.errno, os_error.strerror, str(path))
 
 

@@ -19,14 +19,14 @@ from contextlib import contextmanager
 
 USER_ERROR_EXIT = 2
 # the OS errors that are about the user's files and disks, not bugs -> what to do
-_WRITABLE = "choose a folder this user can write to"
+_PERMISSION = "this user may not read or write there: check its permissions or choose another path"
 FILE_SYSTEM_ERRORS = {
-    errno.ENOENT: "check the path (a folder on it does not exist or cannot be created there)",
+    errno.ENOENT: "check the path: it, or a folder on it, does not exist",
     errno.ENOTDIR: "a part of the path is a file, not a folder",
     errno.EISDIR: "the path is a folder; give a file path",
-    errno.EACCES: _WRITABLE,
-    errno.EPERM: _WRITABLE,
-    errno.EROFS: "the file system is read-only: " + _WRITABLE,
+    errno.EACCES: _PERMISSION,
+    errno.EPERM: _PERMISSION,
+    errno.EROFS: "the file system is read-only: choose a folder on a writable disk",
     errno.ENOSPC: "the disk is full: free space or choose another folder",
     errno.EDQUOT: "the disk quota is used up: free space or choose another folder",
     errno.EFBIG: "the file exceeds the size this process may write (ulimit -f)",

@@ -106,7 +106,8 @@ def prepare_input(
 
 
 def to_image_size(logits: np.ndarray, h: int, w: int) -> np.ndarray:
-    """Logits ``[B, C, h', w']`` of a resized input back at the image's ``h x w`` (bilinear, as the protocols do)."""
+    """Logits ``[B, C, h', w']`` of a resized input back at the image's ``h x w`` (bilinear, as the protocols do;
+    logits, not labels: take the argmax after)."""
     if logits.shape[-2:] == (h, w):
         return logits
     resized = F.interpolate(torch.from_numpy(logits), size=(h, w), mode="bilinear", align_corners=False)

@@ -15,6 +15,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Optional
 
+import yaml
 from jsonargparse import Namespace
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
@@ -269,8 +270,6 @@ def wandb_run_id(run_dir: Path) -> str:
 
 def given_model_options(argv: list[str]) -> set[str]:
     """The ``model.*`` options set on the command line or in a ``--config`` file of ``argv`` (top-level names)."""
-    import yaml
-
     given = {arg[len("--model.") :].split("=", 1)[0].split(".", 1)[0] for arg in argv if arg.startswith("--model.")}
     for path in config_files(argv):
         try:
@@ -326,7 +325,12 @@ def run_cli(args: list[str] | None = None) -> SegFPNCLI:
         quiet_third_party()
         for path in config_files(argv):  # named here; the parser's bound catches option values
             if path.is_file():
-                check_expansion(read_text(path, "--config"), f"--config {str(path)!r}")
+                try:
+                    check_expansion(read_text(path, "--config"), f"--config {str(path)!r}")
+                except yaml.YAMLError as err:
+                    raise ConfigError(
+                        f"--config {str(path)!r} is not valid YAML: {' '.join(str(err).split())}"
+                    ) from err
         with recording_stop_signals() if argv[:1] == ["fit"] else contextlib.nullcontext():
             return SegFPNCLI(
                 SegmentationModule,

@@ -191,6 +191,10 @@ def live_holder(run_dir: Path) -> dict[str, Any] | None:
 
 def busy_error(run_dir: Path, holder: dict[str, Any], hint: str) -> RunFolderBusyError:
     """The error for a run folder that the live process ``holder`` holds, ending with what to do."""
+    if not holder:
+        return RunFolderBusyError(
+            f"run folder {str(run_dir)!r} is being taken by another process ({LOCK_FILE}). {hint}"
+        )
     since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.get("since", 0)))
     return RunFolderBusyError(
         f"run folder {str(run_dir)!r} is in use by process {holder.get('pid')} on {holder.get('host')!r} "

@@ -22,8 +22,9 @@ _CLONE_BEFORE = pytest.StashKey[set[str] | None]()
 
 
 def clone_state() -> set[str] | None:
-    """The clone's modified, untracked and ignored files as ``git status`` lists them, caches left out; ``None``
-    outside a git checkout."""
+    """The clone's modified, untracked and ignored files as ``git status`` lists them, each with its size and
+    modification time (a rewrite of an already listed file shows), caches left out; ``None`` outside a git
+    checkout."""
     try:
         status = subprocess.run(
             ["git", "status", "--porcelain", "--ignored", "--untracked-files=all"],
@@ -36,7 +37,14 @@ def clone_state() -> set[str] | None:
         return None
     if status.returncode != 0:
         return None
-    return {line for line in status.stdout.splitlines() if not any(cache in line for cache in _CACHES)}
+    state = set()
+    for line in status.stdout.splitlines():
+        if any(cache in line for cache in _CACHES):
+            continue
+        path = REPO / line[3:].split(" -> ")[-1].strip('"')
+        stat = path.stat() if path.is_file() else None
+        state.add(line if stat is None else f"{line} ({stat.st_size} bytes, mtime {stat.st_mtime_ns})")
+    return state
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

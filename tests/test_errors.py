@@ -230,6 +230,12 @@ def test_a_yaml_alias_bomb_given_as_config_is_one_line_naming_the_file(tmp_path:
     assert f"--config '{config}': its YAML aliases expand to more than 1,000,000 values" in line
 
 
+def test_a_config_that_is_not_yaml_is_still_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "broken.yaml"
+    config.write_text("model:\n  lr: [1, 2\n")
+    assert "broken.yaml" in _one_error_line(_segfpn("fit", "--config", str(config), cwd=tmp_path))
+
+
 def test_every_yaml_reader_bounds_alias_expansion_and_keeps_small_aliases(tmp_path: Path) -> None:
     import jsonargparse
     import yaml

@@ -245,14 +245,13 @@ def test_feature_figures_name_levels_by_stride() -> None:
         plot_feature_maps(pyramid, strides=strides[:3])
 
 
-def test_a_reference_swin_freezes_each_output_norm_with_its_stage() -> None:
-    """mmseg's ``_freeze_stages`` freezes ``norm{k}`` with stage k + 1: frozen_stages=2 freezes out_norms 0 and 1."""
+def test_a_reference_swin_freezes_as_mmseg_does() -> None:
+    """mmseg's ``_freeze_stages`` with frozen_stages=2 freezes the patch embedding, ``stages[0..1]`` with their
+    patch merging (timm: ``layers.1/2.downsample``) and ``norm0``/``norm1``."""
     backbone = TimmBackbone("mmseg_swin_tiny_patch4_window7_224", img_size=64, frozen_stages=2)
-    trainable = {n.split(".")[2] for n, p in backbone.body.named_parameters() if "out_norms" in n and p.requires_grad}
-    assert trainable == {"2", "3"}
-    frozen_layers = {
-        n.split(".")[2]
-        for n, p in backbone.body.named_parameters()
-        if n.startswith("model.layers.") and not p.requires_grad
-    }
-    assert frozen_layers == {"0", "1"}
+    frozen = {n.removeprefix("model.") for n, p in backbone.body.named_parameters() if not p.requires_grad}
+    parts = {".".join(n.split(".")[:3]) if n.startswith("layers.") else ".".join(n.split(".")[:2]) for n in frozen}
+    assert parts == {
+        "patch_embed.proj", "patch_embed.norm", "layers.0.blocks", "layers.1.downsample", "layers.1.blocks",
+        "layers.2.downsample", "out_norms.0", "out_norms.1",
+    }  # fmt: skip

@@ -47,6 +47,11 @@ def main(argv: list[str] | None = None) -> None:
         f"protocol {inference.protocol!r}: one whole-image forward of the image {resize} "
         "(segfpn.export.prepare_input; its padding is inside the graph)"
     )
+    if args.labels and inference.test_scale:
+        print(
+            "note: with --labels the graph takes the argmax at the resized size; for the labels of the image's own "
+            "size (segfpn predict's), export logits and resize them with segfpn.export.to_image_size before the argmax"
+        )
     if inference.mode == "slide" or len(inference.scales) > 1 or inference.flip:
         print(
             f"note: the checkpoint evaluates with mode {inference.mode!r}, scales {inference.scales}, flip "

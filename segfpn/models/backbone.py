@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import logging
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import timm
 import torch
 from timm.models._features import FeatureGetterNet
+from timm.models.swin_transformer import SwinTransformer
 from torch import nn
 
 from segfpn.errors import ConfigError, DataError
@@ -152,7 +154,11 @@ class TimmBackbone(nn.Module):
         own = model.state_dict()
         if isinstance(model, ReferenceSwin) and is_mmseg_layout(state):
             state = mmseg_to_timm(state)
-        elif filter_fn is not None and len(own.keys() & state.keys()) < len(own) // 2:
+        elif filter_fn is not None and (
+            len(own.keys() & state.keys()) < len(own) // 2
+            # the original Swin's names equal timm's but for the merging layers (stage i's end, not i+1's start)
+            or (isinstance(model, SwinTransformer) and "layers.0.downsample.reduction.weight" in state)
+        ):
             state = filter_fn(state, model)  # original-repository key names -> timm's
         matched = [k for k, v in state.items() if k in own and own[k].shape == v.shape]
         if not matched:
@@ -188,6 +194,10 @@ class TimmBackbone(nn.Module):
         for name, p in self.body.named_parameters():
             if name.startswith("model.out_norms."):  # a reference Swin's output norm k goes with level k (as mmseg)
                 stages.append((int(name.split(".")[2]) + 1, p))
+                continue
+            merging = re.match(r"model\.layers\.(\d+)\.downsample\.", name)
+            if merging and isinstance(self.body.model, ReferenceSwin):  # mmseg's stage k ends with this merging
+                stages.append((int(merging.group(1)), p))
                 continue
             level = next((k for k, prefix in enumerate(prefixes) if name.startswith(prefix)), None)
             if level is not None:
