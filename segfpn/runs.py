@@ -221,8 +221,8 @@ def acquire_lock(run_dir: Path) -> None:
         # then finds the first alive
         with open(run_dir / f".{LOCK_FILE}.guard", "a") as guard:
             fcntl.flock(guard, fcntl.LOCK_EX)
-            holder = lock_holder(run_dir)
-            if holder is not None and _holder_alive(holder):
+            holder = live_holder(run_dir)
+            if holder is not None:
                 raise busy_error(run_dir, holder, "Wait for it to end, or start a new run without --run_dir/--run_name")
             os.replace(temp, lock)  # stale: the holder is gone
     finally:
