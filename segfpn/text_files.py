@@ -50,7 +50,10 @@ def expanded_size(node: yaml.Node, limit: int = MAX_EXPANDED_NODES) -> int:
 
 def check_expansion(text: str, source: str) -> None:
     """Raise :class:`ConfigError` naming ``source`` when the YAML ``text`` expands beyond the bound."""
-    node = yaml.compose(text, Loader=yaml.SafeLoader)
+    _check_node(yaml.compose(text, Loader=yaml.SafeLoader), source)
+
+
+def _check_node(node: yaml.Node | None, source: str) -> None:
     if node is not None and expanded_size(node) > MAX_EXPANDED_NODES:
         raise ConfigError(
             f"{source}: its YAML aliases expand to more than {MAX_EXPANDED_NODES:,} values (an alias bomb?); "
@@ -71,9 +74,15 @@ def read_text(path: Path, what: str, error: type[UserError] = ConfigError) -> st
 
 
 def load_yaml(text: str, source: str) -> Any:
-    """``yaml.safe_load(text)`` after :func:`check_expansion`; ``source`` names the file in errors."""
-    check_expansion(text, source)
-    return yaml.safe_load(text)
+    """``yaml.safe_load(text)``, refused as :func:`check_expansion` says before any object is built (one parse: the
+    checked node graph is the one constructed); ``source`` names the file in errors."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        _check_node(node, source)
+        return None if node is None else loader.construct_document(node)
+    finally:
+        loader.dispose()
 
 
 def load_yaml_file(path: Path, what: str) -> Any:
