@@ -126,7 +126,7 @@ class SegmentationModel(nn.Module):
     def padded_size(self, h: int, w: int) -> tuple[int, int]:
         """The size an ``h x w`` input is padded to (bottom/right) before the backbone: multiples of its stride."""
         d = self.size_divisor
-        return h + (d - h % d) % d, w + (d - w % d) % d  # written so that ONNX keeps it a function of the size
+        return h + _padding(h, d), w + _padding(w, d)
 
     @property
     def patch_divisor(self) -> int:
@@ -140,7 +140,7 @@ class SegmentationModel(nn.Module):
     def _pad(self, x: torch.Tensor, pad: bool = True) -> torch.Tensor:
         h, w = x.shape[-2:]
         d = self.size_divisor if pad else self.patch_divisor
-        pad_h, pad_w = (d - h % d) % d, (d - w % d) % d  # written so that ONNX keeps it a function of the size
+        pad_h, pad_w = _padding(h, d), _padding(w, d)
         # a traced graph (export) pads always: a zero pad at the trace size is a real pad at others
         return F.pad(x, (0, pad_w, 0, pad_h)) if pad_h or pad_w or torch.jit.is_tracing() else x
 
@@ -185,3 +185,9 @@ def architecture_options(num_classes: int, options: dict[str, Any]) -> dict[str,
     bound = inspect.signature(SegmentationModel).bind(num_classes, **options)
     bound.apply_defaults()
     return dict(bound.arguments)
+
+
+def _padding(size: int, divisor: int) -> int:
+    """What pads ``size`` up to a multiple of ``divisor``; written so that an ONNX trace keeps it a function of the
+    size (``-(-size // divisor) * divisor`` became a constant there)."""
+    return (divisor - size % divisor) % divisor
