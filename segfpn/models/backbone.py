@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import fnmatch
 import logging
-import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -191,13 +190,11 @@ class TimmBackbone(nn.Module):
         between level k-1 and it (EfficientNet's ``blocks.3`` runs before the stride-16 level ``blocks.4``)."""
         prefixes = [f"model.{m}." for m in self.body.feature_info.module_name()]
         passed, stages = 0, []
+        model = self.body.model
         for name, p in self.body.named_parameters():
-            if name.startswith("model.out_norms."):  # a reference Swin's output norm k goes with level k (as mmseg)
-                stages.append((int(name.split(".")[2]) + 1, p))
-                continue
-            merging = re.match(r"model\.layers\.(\d+)\.downsample\.", name)
-            if merging and isinstance(self.body.model, ReferenceSwin):  # mmseg's stage k ends with this merging
-                stages.append((int(merging.group(1)), p))
+            own = model.stage_of(name.removeprefix("model.")) if isinstance(model, ReferenceSwin) else None
+            if own is not None:  # where the reference's freezing puts it
+                stages.append((own, p))
                 continue
             level = next((k for k, prefix in enumerate(prefixes) if name.startswith(prefix)), None)
             if level is not None:

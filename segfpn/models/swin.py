@@ -81,6 +81,16 @@ class ReferenceSwin(SwinTransformer):
         normed = [self.out_norms[i](f.permute(0, 2, 3, 1)).permute(0, 3, 1, 2) for i, f in zip(take, features)]
         return normed if intermediates_only else (final, normed)
 
+    def stage_of(self, name: str) -> int | None:
+        """The stage (1 = the first) that mmseg's ``_freeze_stages`` freezes parameter ``name`` with, where it
+        differs from timm's layer order: output norm k with stage k + 1, and stage k's patch merging (timm's
+        ``layers.k.downsample``, at the start of the next layer) with stage k. ``None`` for the others."""
+        norm = re.match(r"out_norms\.(\d+)\.", name)
+        if norm:
+            return int(norm.group(1)) + 1
+        merging = re.match(r"layers\.(\d+)\.downsample\.", name)
+        return int(merging.group(1)) if merging else None
+
 
 def to_reference(model: SwinTransformer) -> ReferenceSwin:
     """Turn a timm SwinTransformer (built with ``always_partition=True``, so every block keeps its window and shift
