@@ -205,12 +205,12 @@ class FolderDataset(SegmentationDataset):
             with Image.open(path) as mask:
                 coloured = mask.mode in ("RGB", "RGBA") or (mask.mode == "P" and self.colours_given)
                 colours = np.asarray(mask.convert("RGB")) if coloured else None
-                via = " (a palette PNG is read through its palette when the classes file gives colours)"
-                note = via if mask.mode == "P" else ""
+                palette = mask.mode == "P"
         except (OSError, UnidentifiedImageError, SyntaxError) as err:
             raise CorruptSampleError(f"cannot read mask {str(path)!r}: {err}") from err
         if colours is None:
             return super().read_annotation(path)
+        note = " (a palette PNG is read through its palette when the classes file gives colours)" if palette else ""
         return self.colours_to_ids(colours, path, note)
 
     def colours_to_ids(self, colours: np.ndarray, path: Path, note: str = "") -> np.ndarray:
