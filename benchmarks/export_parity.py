@@ -4,7 +4,8 @@
     python -m benchmarks.export_parity               # the same, table printed only
 
 Each backbone is built with the published config's options (pretrained=False, seeded random weights,
-channels_last as trained), exported with :func:`segfpn.export.export_network` (the ``mmseg`` protocol: the graph
+channels_last as trained), exported with :func:`segfpn.inference.export.export_network` (the ``mmseg`` protocol:
+the graph
 pads a Swin to its patch size itself), and run on each sample at its own size (512x683, 364x500, 300x400: none a
 multiple of 32), against PyTorch's ``network(x, pad=False)``. Latency: the largest
 sample, PyTorch (``network(x, pad=False)``, no_grad) and the exported file timed in alternating rounds in one
@@ -23,9 +24,9 @@ from benchmarks.common import interleaved
 from segfpn.datasets.base import load_image
 from segfpn.datasets.info import DatasetInfo
 from segfpn.datasets.transforms import eval_size, resize_image
-from segfpn.export import FORMATS, compare_logits, export_network, load_exported, prepare_input
+from segfpn.inference.export import FORMATS, compare_logits, export_network, load_exported, prepare_input
+from segfpn.inference.predictor import TrainedNetwork
 from segfpn.models.segmentation_model import SegmentationModel
-from segfpn.predictor import TrainedNetwork
 
 SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "ade20k_samples" / "ADEChallengeData2016"
 # the published configs' network options (configs/*_fpn_ade20k.yaml)

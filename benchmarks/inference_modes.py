@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from benchmarks.common import interleaved
-from segfpn.inference import InferenceConfig, predict_logits
+from segfpn.inference.protocols import InferenceConfig, predict_logits
 from segfpn.models import SegmentationModel
 
 

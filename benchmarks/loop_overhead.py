@@ -10,8 +10,8 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from segfpn.module import SegmentationModule
-from segfpn.optim import build_optimizer, lr_factor, param_groups
+from segfpn.training.module import SegmentationModule
+from segfpn.training.optim import build_optimizer, lr_factor, param_groups
 
 
 def _data(steps: int, batch: int, size: int) -> DataLoader:

@@ -28,18 +28,36 @@ from tests.parity.test_metric import authors_boundary_iou, shifted_relabelled
 from tests.parity.test_transforms import photometric_params
 
 REPO = Path(__file__).resolve().parents[1]
-FILES = {"transforms": "segfpn/datasets/transforms.py", "losses": "segfpn/losses.py", "metrics": "segfpn/metrics.py"}
+# each module's path, newest layout first (losses.py moved to training/ with issue 20)
+FILES = {
+    "transforms": ("segfpn/datasets/transforms.py",),
+    "losses": ("segfpn/training/losses.py", "segfpn/losses.py"),
+    "metrics": ("segfpn/metrics.py",),
+}
 
 
 def load_revision(rev: str | None) -> dict[str, types.ModuleType]:
     """segfpn's transforms/losses/metrics modules at git revision ``rev`` (None: the working tree)."""
     modules = {}
-    for name, path in FILES.items():
-        source = (REPO / path).read_text() if rev is None else _git_show(rev, path)
+    for name, paths in FILES.items():
+        path, source = _source(rev, paths)
         module = types.ModuleType(f"segfpn_{rev or 'worktree'}_{name}")
         exec(compile(source, f"{rev or 'worktree'}:{path}", "exec"), module.__dict__)
         modules[name] = module
     return modules
+
+
+def _source(rev: str | None, paths: tuple[str, ...]) -> tuple[str, str]:
+    """The first of ``paths`` that exists at ``rev`` (None: the working tree), with its text."""
+    for path in paths:
+        if rev is None and (REPO / path).is_file():
+            return path, (REPO / path).read_text()
+        if rev is not None:
+            try:
+                return path, _git_show(rev, path)
+            except subprocess.CalledProcessError:
+                continue
+    raise FileNotFoundError(f"none of {paths} exists at {rev or 'the working tree'}")
 
 
 def _git_show(rev: str, path: str) -> str:

@@ -1,7 +1,7 @@
 """The ``segfpn`` command: one table of commands, a light top-level parser, and dispatch.
 
 Nothing here imports torch, Lightning, timm or wandb: ``segfpn --help`` and ``segfpn <tool> --help`` stay fast.
-fit/validate/test/predict run :mod:`segfpn.lightning_cli`; each tool is ``module:function`` taking argv.
+fit/validate/test/predict run :mod:`segfpn.training.cli`; each tool is ``module:function`` taking argv.
 """
 
 from __future__ import annotations
@@ -12,38 +12,16 @@ import importlib
 import sys
 from typing import Any
 
+from segfpn.commands import LIGHTNING_COMMANDS, TOOLS
 from segfpn.errors import debug_requested, handle_errors
 
-# LightningCLI subcommands -> one-line summary.
-LIGHTNING_COMMANDS = {
-    "fit": "train a model (a new run folder, or resume one with --ckpt_path last)",
-    "validate": "evaluate a checkpoint on the validation split",
-    "test": "evaluate a checkpoint on the test split",
-    "predict": "write predicted label maps of a checkpoint",
-}
-
-# Other commands: name -> ("module:function" taking argv, one-line summary).
-TOOLS = {
-    "summary": ("segfpn.commands.summary:main", "parameters, GFLOPs and shapes of the backbones' models"),
-    "class-stats": ("segfpn.commands.class_stats:main", "pixel and image counts per class of a dataset split"),
-    "feature-maps": ("segfpn.commands.feature_maps:main", "plot backbone and FPN feature maps of an image"),
-    "cost": ("segfpn.commands.cost:main", "params, GFLOPs and latency of model variants side by side"),
-    "experiment": ("segfpn.commands.experiment:main", "train and compare the variants of an experiment YAML"),
-    "analyze": ("segfpn.commands.analyze:main", "per-class errors and confusions of a checkpoint"),
-    "report": ("segfpn.commands.report:main", "Markdown/HTML report of the runs in a folder"),
-    "convert": ("segfpn.commands.convert:main", "convert an mmseg / PVTv2-Seg checkpoint to segfpn"),
-    "plot-curves": ("segfpn.commands.plot_curves:main", "loss, lr and val score curves of a run from its logs"),
-    "browse-data": ("segfpn.commands.browse_data:main", "grid of augmented training samples with a class legend"),
-    "export": ("segfpn.commands.export:main", "export a checkpoint to ONNX or TorchScript"),
-}
-
-# Names run_cli & co. used to have here; they live in segfpn.lightning_cli and are loaded on first use.
+# Names run_cli & co. used to have here; they live in segfpn.training.cli and are loaded on first use.
 _LAZY = {"run_cli", "SegFPNCLI", "CheckpointMismatchError", "TimestampedSaveConfig", "ARCHITECTURE_OPTIONS"}
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        return getattr(importlib.import_module("segfpn.lightning_cli"), name)
+        return getattr(importlib.import_module("segfpn.training.cli"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -100,8 +78,8 @@ def main(argv: list[str] | None = None) -> None:
         if command in TOOLS:
             run_tool(command, args[1:])
             return
-        from segfpn.lightning_cli import run_cli
-        from segfpn.preemption import stop_exit_code
+        from segfpn.training.callbacks.preemption import stop_exit_code
+        from segfpn.training.cli import run_cli
 
         cli = run_cli(normalize_sweep_args(args))
         code = stop_exit_code(cli.trainer.callbacks) if getattr(cli, "trainer", None) is not None else 0

@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.utilities import rank_zero_warn
 from torchmetrics import Metric
+from torchmetrics.utilities import rank_zero_warn
 
 from segfpn.constants import IGNORE_INDEX
 

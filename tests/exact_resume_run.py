@@ -15,8 +15,8 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from segfpn.datasets import ADE20KDataModule
-from segfpn.module import SegmentationModule
-from segfpn.preemption import GracefulStop
+from segfpn.training.callbacks.preemption import GracefulStop
+from segfpn.training.module import SegmentationModule
 
 
 @dataclass

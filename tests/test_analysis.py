@@ -10,8 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from segfpn.analysis.experiment import Experiment
-from segfpn.cli import main, run_cli
+from segfpn.cli import main
+from segfpn.training.cli import run_cli
+from segfpn.training.experiment import Experiment
 from tests.test_cli import only_run, tiny_args
 
 REPO = Path(__file__).resolve().parents[1]
@@ -67,13 +68,17 @@ def test_analyze_confusion_rows_sum_to_label_counts(tmp_path: Path, synthetic_ro
     assert 0 <= summary["boundary_iou"] <= 1 and summary["worst_classes"]
     assert files["confmat"]  # the training run wrote its own confusion matrix too
     # recompute label counts from the PNGs: they must equal the confusion-matrix rows the analysis used
-    from segfpn.analysis.checkpoint import load_trained
-    from segfpn.analysis.errors import evaluate
-    from segfpn.inference import predict_logits
+    from segfpn.analysis.class_errors import evaluate
+    from segfpn.datasets.datamodule import evaluation_datamodule
+    from segfpn.inference.predictor import load_trained_network
+    from segfpn.inference.protocols import predict_logits
 
-    module, data = load_trained(run / "checkpoints" / "last.ckpt")
+    loaded = load_trained_network(run / "checkpoints" / "last.ckpt")
+    data = evaluation_datamodule(loaded.data_hparams, loaded.dataset_info, "last.ckpt")
     data.setup("validate")
-    result = evaluate(module, data.val_dataloader(), 150, lambda m, x: predict_logits(m, x, m.inference, 150))
+    result = evaluate(
+        loaded.network, data.val_dataloader(), 150, lambda m, x: predict_logits(m, x, loaded.inference, 150)
+    )
     counts = np.zeros(150, np.int64)
     for p in sorted((synthetic_root / "annotations" / "validation").iterdir()):
         raw = np.asarray(Image.open(p)).ravel()

@@ -13,10 +13,10 @@ import pytest
 import torch
 from PIL import Image
 
-from segfpn.cli import run_cli
 from segfpn.datasets.sampling import EpochShuffleSampler
 from segfpn.errors import CheckpointError
-from segfpn.runs import runs_newest_first
+from segfpn.training.cli import run_cli
+from segfpn.training.runs import runs_newest_first
 
 CSV_LOGGER = "--trainer.logger=lightning.pytorch.loggers.CSVLogger"
 
@@ -121,7 +121,7 @@ def test_resume_continues_from_the_saved_step_with_identical_optimizer_state(
     run_cli(["fit", *tiny_args(tmp_path, synthetic_root, max_steps=4)])
     saved = torch.load(only_run(tmp_path) / "checkpoints" / "last.ckpt", weights_only=True)
     recorder = _RecordResume()
-    import segfpn.cli as cli_module
+    import segfpn.training.cli as cli_module
 
     original = cli_module.SegFPNCLI.instantiate_trainer
     monkeypatch.setattr(
@@ -290,7 +290,7 @@ def test_precision_accumulation_clipping_and_tensorboard(tmp_path: Path, synthet
 
 
 def test_class_weights_from_the_data_and_checkpoint_reload(tmp_path: Path, synthetic_root: Path) -> None:
-    from segfpn.analysis.checkpoint import load_trained
+    from segfpn.training.module import SegmentationModule
 
     cli = run_cli(
         [
@@ -304,5 +304,6 @@ def test_class_weights_from_the_data_and_checkpoint_reload(tmp_path: Path, synth
     weights = cli.model.criterion.terms["ce"].class_weight
     present = cli.datamodule.class_stats().pixels > 0
     assert torch.all(weights[torch.from_numpy(present)] > 0) and torch.all(weights[torch.from_numpy(~present)] == 0)
-    module, _ = load_trained(only_run(tmp_path) / "checkpoints" / "last.ckpt")  # strict load without the data
+    checkpoint = only_run(tmp_path) / "checkpoints" / "last.ckpt"
+    module = SegmentationModule.load_from_checkpoint(checkpoint, weights_only=True)  # strict load without the data
     assert module.hparams.class_weight == "inverse_log"

@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from segfpn.cli import main, run_cli
+from segfpn.cli import main
 from segfpn.datasets.cityscapes import CITYSCAPES_CLASSES
 from segfpn.datasets.datamodule import SegmentationDataModule
 from segfpn.datasets.synthetic_layouts import FOLDER_CLASSES
-from segfpn.runs import runs_newest_first
+from segfpn.training.cli import run_cli
+from segfpn.training.runs import runs_newest_first
 
 CLASSES = {"cityscapes": CITYSCAPES_CLASSES, "folder": FOLDER_CLASSES.info.classes}
 CROPS = {"cityscapes": "[32, 64]", "folder": "64"}

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from segfpn.cli import run_cli
-from segfpn.runs import runs_newest_first
+from segfpn.training.cli import run_cli
+from segfpn.training.runs import runs_newest_first
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from segfpn.cli import LIGHTNING_COMMANDS, TOOLS
+from segfpn.commands import LIGHTNING_COMMANDS, TOOLS
 from segfpn.errors import ConfigError
 from segfpn.packaged_configs import configs_root, packaged_config_names, resolve_config, resolve_config_args
 

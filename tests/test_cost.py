@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from segfpn.analysis.experiment import Experiment
-from segfpn.cli import ARCHITECTURE_OPTIONS, main
+from segfpn.cli import main
 from segfpn.commands.cost import experiment_file
 from segfpn.errors import ConfigError
 from segfpn.models import SegmentationModel
+from segfpn.training.cli import ARCHITECTURE_OPTIONS
+from segfpn.training.experiment import Experiment
 
 REPO = Path(__file__).resolve().parents[1]
 

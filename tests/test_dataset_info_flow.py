@@ -15,17 +15,17 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from segfpn.analysis.errors import evaluate, write_error_analysis
+from segfpn.analysis.class_errors import evaluate, write_error_analysis
 from segfpn.analysis.report import write_report
-from segfpn.callbacks import overlay_masks
 from segfpn.datasets.base import SegmentationDataset, match_pairs
 from segfpn.datasets.class_stats import compute_class_stats, plot_class_distribution, write_class_stats_csv
 from segfpn.datasets.collate import pad_collate
 from segfpn.datasets.info import DatasetInfo
 from segfpn.datasets.sampling import class_weights
-from segfpn.inference import predict_logits
-from segfpn.losses import CombinedLoss, CrossEntropyLoss
+from segfpn.inference.protocols import predict_logits
 from segfpn.metrics import SegmentationMetrics, write_scores
+from segfpn.training.callbacks import overlay_masks
+from segfpn.training.losses import CombinedLoss, CrossEntropyLoss
 from segfpn.utils.visualize import colorize
 
 CLASSES = ("sky", "road", "tree", "car", "pedestrian")  # "pedestrian" is never annotated
@@ -129,7 +129,7 @@ def test_class_stats_cache_is_keyed_on_the_label_mapping(tiny_root: Path) -> Non
 
 
 def test_error_analysis_and_report_name_the_datasets_classes(tiny_root: Path, tmp_path: Path) -> None:
-    from segfpn.module import SegmentationModule
+    from segfpn.training.module import SegmentationModule
 
     dataset = TinyStreets(tiny_root)
     runs = tmp_path / "runs"
@@ -184,8 +184,8 @@ def test_wandb_table_and_masks_name_the_datasets_classes(
     import wandb
     from lightning.pytorch.loggers import WandbLogger
 
-    from segfpn.callbacks import WandbMedia
-    from segfpn.module import SegmentationModule
+    from segfpn.training.callbacks import WandbMedia
+    from segfpn.training.module import SegmentationModule
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     # the module's own metrics take mmseg's default ignore index: store 254, map it to 255

@@ -396,7 +396,7 @@ def test_predict_folder_refuses_two_images_of_one_name(tmp_path: Path) -> None:
 def test_a_module_built_without_a_description_takes_the_datamodules(tmp_path: Path) -> None:
     """Python API (``Trainer.fit(module, datamodule)``): the module keeps the data's names and statistics in its
     checkpoints; a data set with another class count or ignore index than the module's losses is an error."""
-    from segfpn.module import SegmentationModule
+    from segfpn.training.module import SegmentationModule
 
     data = SegmentationDataModule(str(tmp_path / "cs"), dataset="cityscapes", embedded=True)
     module = SegmentationModule(num_classes=19, backbone_name="resnet18", fpn_channels=16, head_channels=16)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from lightning.fabric.plugins.environments.lightning import find_free_network_port
 
-from segfpn.cli import run_cli
+from segfpn.training.cli import run_cli
 from tests.test_cli import only_run, tiny_args
 
 pytestmark = pytest.mark.slow

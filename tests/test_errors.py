@@ -194,7 +194,7 @@ def test_a_size_or_count_below_one_is_one_line_naming_the_option(
 def test_a_size_that_cannot_work_is_refused_before_training(
     tmp_path: Path, synthetic_root: Path, option: str, message: str
 ) -> None:
-    from segfpn.cli import run_cli
+    from segfpn.training.cli import run_cli
     from tests.test_cli import tiny_args
 
     with pytest.raises(ValueError) as error:  # ConfigError, or jsonargparse's ValueError quoting it (at parsing)
@@ -240,9 +240,9 @@ def test_every_yaml_reader_bounds_alias_expansion_and_keeps_small_aliases(tmp_pa
     import jsonargparse
     import yaml
 
-    from segfpn.analysis.experiment import Experiment
     from segfpn.datasets.folder import load_classes_file
     from segfpn.text_files import bound_jsonargparse, expanded_size, load_yaml
+    from segfpn.training.experiment import Experiment
 
     text = "a: &x [1, 2]\nb: *x\nc: {d: *x}\n"  # a legitimate use: root + (key + 3) * 2 + key + (map + key + 3)
     assert expanded_size(yaml.compose(text, Loader=yaml.SafeLoader)) == 15

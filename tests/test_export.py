@@ -16,10 +16,17 @@ from segfpn.datasets.base import load_image
 from segfpn.datasets.info import DatasetInfo
 from segfpn.datasets.transforms import resize_image
 from segfpn.errors import CheckpointError, ConfigError
-from segfpn.export import compare_logits, export_network, load_exported, prepare_input, read_metadata, to_image_size
-from segfpn.inference import InferenceConfig
+from segfpn.inference.export import (
+    compare_logits,
+    export_network,
+    load_exported,
+    prepare_input,
+    read_metadata,
+    to_image_size,
+)
+from segfpn.inference.predictor import Segmenter, TrainedNetwork
+from segfpn.inference.protocols import InferenceConfig
 from segfpn.models.segmentation_model import SegmentationModel
-from segfpn.predictor import Segmenter, TrainedNetwork
 
 pytest.importorskip("onnxruntime")
 

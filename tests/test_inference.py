@@ -10,12 +10,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segfpn.callbacks import gradient_stats
 from segfpn.datasets import ADE20KDataset
 from segfpn.datasets.ade20k import load_image
 from segfpn.datasets.transforms import align_size, eval_size, resize_image
-from segfpn.inference import InferenceConfig, eval_input, from_pixels, predict_logits, slide_logits, to_pixels
+from segfpn.inference.protocols import InferenceConfig, eval_input, from_pixels, predict_logits, slide_logits, to_pixels
 from segfpn.models import SegmentationModel
+from segfpn.training.callbacks import gradient_stats
 
 
 class PixelModel(nn.Module):

@@ -19,10 +19,10 @@ import lightning as L
 import pytest
 import torch
 
-from segfpn import runs
-from segfpn.checkpoint_io import atomic_save
-from segfpn.cli import CheckpointMismatchError, run_cli
 from segfpn.errors import CheckpointError
+from segfpn.training import runs
+from segfpn.training.checkpoint_io import atomic_save
+from segfpn.training.cli import CheckpointMismatchError, run_cli
 from tests.test_cli import CSV_LOGGER, _RecordResume, only_run, tiny_args
 
 REPO = Path(__file__).resolve().parents[1]
@@ -91,7 +91,7 @@ class SignalDuringValidation(L.Callback):
 
 def _recording_resume(monkeypatch: pytest.MonkeyPatch) -> _RecordResume:
     recorder = _RecordResume()
-    import segfpn.cli as cli_module
+    import segfpn.training.cli as cli_module
 
     original = cli_module.SegFPNCLI.instantiate_trainer
     monkeypatch.setattr(
@@ -243,7 +243,7 @@ def test_a_kill_during_a_checkpoint_write_leaves_the_old_file_complete(tmp_path:
         [
             sys.executable,
             "-c",
-            "import sys, torch; from segfpn.checkpoint_io import atomic_save\n"
+            "import sys, torch; from segfpn.training.checkpoint_io import atomic_save\n"
             "for step in range(1, 10**6):\n"
             "    state = {'global_step': step, 'weights': torch.full((4_000_000,), float(step))}\n"
             f"    atomic_save(state, {str(target)!r})\n"
@@ -444,7 +444,7 @@ def test_best_of_a_run_that_never_validated_points_to_last(tmp_path: Path, synth
 def test_a_fit_prints_no_third_party_tip_or_internal_deprecation(tmp_path: Path, synthetic_root: Path) -> None:
     """Lightning's LitLogger tip, its own `_pytree` deprecation and W&B's image-size warning (segfpn logs one overlay
     per validation image, of different sizes) are messages a user cannot act on."""
-    from segfpn.console import LOG_MESSAGES
+    from segfpn.training.console import LOG_MESSAGES
 
     args = ["fit", *tiny_args(tmp_path, synthetic_root, max_steps=2, logger=WANDB_LOGGER)]
     process = segfpn_process([*args, "--trainer.limit_val_batches=2", "--trainer.val_check_interval=2"])

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from segfpn.losses import (
+from segfpn.training.losses import (
     CombinedLoss,
     CrossEntropyLoss,
     DiceLoss,
@@ -114,7 +114,7 @@ def test_low_resolution_logits_are_upsampled_to_the_target() -> None:
 
 
 def test_module_passes_avg_non_ignore_to_ce_ohem_and_aux() -> None:
-    from segfpn.module import SegmentationModule
+    from segfpn.training.module import SegmentationModule
 
     logits, target = torch.zeros(1, 3, 2, 2), _target()
     for avg_non_ignore, expected in ((False, 3 / 4 * math.log(3)), (True, math.log(3))):

@@ -120,7 +120,7 @@ def test_nan_score_never_selects_the_best_checkpoint(tmp_path, synthetic_root) -
     import numpy as np
     from PIL import Image
 
-    from segfpn.cli import run_cli
+    from segfpn.training.cli import run_cli
     from tests.test_cli import only_run, tiny_args
 
     data = tmp_path / "ADEChallengeData2016"
@@ -142,7 +142,7 @@ def test_nan_score_never_selects_the_best_checkpoint(tmp_path, synthetic_root) -
 def test_wandb_ground_truth_keeps_ignored_pixels_apart_from_class_0() -> None:
     import numpy as np
 
-    from segfpn.callbacks import overlay_masks
+    from segfpn.training.callbacks import overlay_masks
 
     gt = np.array([[0, 255], [3, 255]], dtype=np.uint8)
     masks = overlay_masks(np.zeros((2, 2), np.int64), gt, ["wall", "b", "c", "d"])

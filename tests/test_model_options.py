@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from segfpn.cli import ARCHITECTURE_OPTIONS, main
-from segfpn.losses import LOSSES
+from segfpn.cli import main
 from segfpn.models import SegmentationModel
-from segfpn.module import SegmentationModule
+from segfpn.training.cli import ARCHITECTURE_OPTIONS
+from segfpn.training.losses import LOSSES
+from segfpn.training.module import SegmentationModule
 
 # "  --model.x METAVAR[, --model.x+ METAVAR]  help text" (the help may start on the next lines)
 OPTION_LINE = re.compile(r"^  (--model\.[\w.]+)\b(?: [A-Z_{},a-z\[\].]+)?(?:, --model\.\S+(?: \S+)?)?(?:\s{2,}(.*))?$")

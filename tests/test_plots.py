@@ -16,10 +16,11 @@ from PIL import Image
 
 from segfpn.analysis.curves import curve_figures, find_logs, read_curves
 from segfpn.analysis.report import per_class_figure, write_report
-from segfpn.cli import main, run_cli
+from segfpn.cli import main
 from segfpn.commands import browse_data, plot_curves
 from segfpn.datasets.ade20k import ADE20K_INFO
 from segfpn.errors import DataError
+from segfpn.training.cli import run_cli
 
 LOGGERS = [
     {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "unused"}},

@@ -9,10 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
-from segfpn.cli import run_cli
 from segfpn.errors import CheckpointError, ConfigError, DataError
-from segfpn.inference import InferenceConfig
-from segfpn.predictor import Segmenter
+from segfpn.inference.predictor import Segmenter
+from segfpn.inference.protocols import InferenceConfig
+from segfpn.training.cli import run_cli
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from segfpn.datasets import ADE20KDataModule
-from segfpn.module import SegmentationModule
-from segfpn.preemption import GracefulStop, next_hpc_checkpoint
+from segfpn.training.callbacks.preemption import GracefulStop, next_hpc_checkpoint
+from segfpn.training.module import SegmentationModule
 
 
 class _SignalAt(L.Callback):
@@ -30,14 +30,15 @@ class _SignalAt(L.Callback):
 
 @pytest.fixture
 def fake_slurm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Slurm as segfpn.preemption sees it: detected, job 4242, and an ``scontrol`` that logs its arguments."""
+    """Slurm as segfpn.training.callbacks.preemption sees it: detected, job 4242, and an ``scontrol`` that logs its
+    arguments."""
     bin_dir, calls = tmp_path / "bin", tmp_path / "scontrol_calls.txt"
     bin_dir.mkdir()
     (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
     (bin_dir / "scontrol").chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     monkeypatch.setenv("SLURM_JOB_ID", "4242")
-    monkeypatch.setattr("segfpn.preemption.running_under_slurm", lambda: True)
+    monkeypatch.setattr("segfpn.training.callbacks.preemption.running_under_slurm", lambda: True)
     return calls
 
 

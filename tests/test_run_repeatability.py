@@ -11,8 +11,8 @@ import lightning as L
 import pytest
 import torch
 
-import segfpn.cli as cli_module
-from segfpn.cli import run_cli
+import segfpn.training.cli as cli_module
+from segfpn.training.cli import run_cli
 from tests.test_cli import only_run, tiny_args
 
 

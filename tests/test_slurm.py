@@ -1,6 +1,7 @@
 """The Slurm job scripts for real: a single-node Slurm on localhost runs experiments/slurm/single_node.sbatch
 with 2 tasks (DDP over gloo on the CPU), then a job pre-empted mid-run (SIGUSR1) is requeued and resumes
-(segfpn.preemption.GracefulStop: the checkpoint is taken at a step boundary, not in the signal handler)."""
+(segfpn.training.callbacks.preemption.GracefulStop:
+the checkpoint is taken at a step boundary, not in the signal handler)."""
 
 from __future__ import annotations
 

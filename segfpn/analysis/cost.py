@@ -23,7 +23,7 @@ def cost_table(
     rounds: int = 5,
 ) -> list[dict]:
     """One row per variant (``name -> SegmentationModel kwargs`` on top of ``base``; see
-    :meth:`segfpn.analysis.experiment.Experiment.model_options`), with each one's
+    :meth:`segfpn.training.experiment.Experiment.model_options`), with each one's
     overhead against the first variant in percent. Latencies are medians over ``rounds`` rounds that time
     every variant once, in a rotating order, so slow drifts of a shared machine hit all variants alike;
     ``latency_spread_%`` is half the interquartile range of a variant's rounds: a latency overhead smaller

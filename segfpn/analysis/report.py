@@ -13,8 +13,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.figure import Figure
 
-from segfpn.analysis.experiment import final_results
 from segfpn.errors import DataError
+from segfpn.training.experiment import final_results
 from segfpn.utils.visualize import plot_confusion_matrix, plot_per_class_iou, top_confusions
 
 

@@ -17,20 +17,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--top-k", type=positive_int, default=10)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
-    from segfpn.analysis.checkpoint import load_trained
-    from segfpn.analysis.errors import evaluate, write_error_analysis
-    from segfpn.inference import predict_logits
+    from segfpn.analysis.class_errors import evaluate, write_error_analysis
+    from segfpn.datasets.datamodule import evaluation_datamodule
+    from segfpn.inference.predictor import load_trained_network
+    from segfpn.inference.protocols import predict_logits
 
-    module, data = load_trained(args.ckpt, args.data_root, args.device)
+    loaded = load_trained_network(args.ckpt, "ckpt")
+    info = loaded.dataset_info  # the classes the model was trained on, from the checkpoint
+    data = evaluation_datamodule(loaded.data_hparams, info, str(args.ckpt), args.data_root)
     data.prepare_data()
     data.setup("validate")
-    info = module.dataset_info  # the classes the model was trained on, from the checkpoint
     num_classes = info.num_classes
     result = evaluate(
-        module,
+        loaded.network.to(args.device),
         data.val_dataloader(),
         num_classes,
-        lambda m, x: predict_logits(m, x, m.inference, num_classes, *m.normalization),
+        lambda m, x: predict_logits(m, x, loaded.inference, num_classes, info.mean, info.std),
         args.device,
         info.ignore_index,
     )

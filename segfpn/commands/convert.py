@@ -16,9 +16,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--strict", action="store_true", help="fail when a key does not map either way")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint and config")
     args = parser.parse_args(argv)
-    from segfpn.analysis.convert import save_converted, validate_command
-    from segfpn.models.convert import convert_state_dict, read_checkpoint
-    from segfpn.output_paths import check_output
+    from segfpn.commands.output_paths import check_output
+    from segfpn.models.from_mmseg import convert_state_dict, read_checkpoint
+    from segfpn.training.converted_checkpoint import save_converted, validate_command
 
     out = args.out or Path("converted") / f"{args.source.stem}.ckpt"
     if out.suffix == ".yaml":

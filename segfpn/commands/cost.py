@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--csv", type=Path)
     args, extra = parser.parse_known_args(argv)
     from segfpn.analysis.cost import cost_table
-    from segfpn.analysis.experiment import Experiment
+    from segfpn.training.experiment import Experiment
 
     if args.rounds < 1:
         parser.error(f"--rounds must be at least 1, got {args.rounds}")

@@ -19,8 +19,8 @@ def main(argv: list[str] | None = None) -> None:
     args, extra = parser.parse_known_args(argv)
     args.file = Path(resolve_config(str(args.file), "experiment file"))  # experiments/x.yaml of the wheel too
     from segfpn.analysis.cost import cost_table
-    from segfpn.analysis.experiment import Experiment, run_experiment
     from segfpn.analysis.report import write_report
+    from segfpn.training.experiment import Experiment, run_experiment
 
     experiment = Experiment.load(args.file)
     runs = run_experiment(experiment, args.out, args.only, extra)

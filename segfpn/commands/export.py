@@ -1,6 +1,6 @@
 """``segfpn export --ckpt_path CKPT --format onnx|torchscript``: the trained network as an ONNX or TorchScript file
 with dynamic batch, height and width (any size); input a normalised batch, output logits (or labels), computed as
-the checkpoint's evaluation protocol computes one whole-image forward (see segfpn.export)."""
+the checkpoint's evaluation protocol computes one whole-image forward (see segfpn.inference.export)."""
 
 from __future__ import annotations
 
@@ -25,9 +25,9 @@ def main(argv: list[str] | None = None) -> None:
         "--no-check", dest="check", action="store_false", help="skip comparing the file with PyTorch at a new size"
     )
     args = parser.parse_args(argv)
-    from segfpn.export import CHECK_SIZE, check_export, export_network
-    from segfpn.output_paths import check_output
-    from segfpn.predictor import load_trained_network
+    from segfpn.commands.output_paths import check_output
+    from segfpn.inference.export import CHECK_SIZE, check_export, export_network
+    from segfpn.inference.predictor import load_trained_network
 
     suffix = EXPORT_SUFFIXES[args.format]
     output = args.output or args.ckpt_path.with_name(args.ckpt_path.stem + ("-labels" if args.labels else "") + suffix)
@@ -45,12 +45,13 @@ def main(argv: list[str] | None = None) -> None:
     resize = f"resized to fit {inference.test_scale} first" if inference.test_scale else "at its own size"
     print(
         f"protocol {inference.protocol!r}: one whole-image forward of the image {resize} "
-        "(segfpn.export.prepare_input; its padding is inside the graph)"
+        "(segfpn.inference.export.prepare_input; its padding is inside the graph)"
     )
     if args.labels and inference.test_scale:
         print(
             "note: with --labels the graph takes the argmax at the resized size; for the labels of the image's own "
-            "size (segfpn predict's), export logits and resize them with segfpn.export.to_image_size before the argmax"
+            "size (segfpn predict's), export logits and resize them with "
+            "segfpn.inference.export.to_image_size before the argmax"
         )
     if inference.mode == "slide" or len(inference.scales) > 1 or inference.flip:
         print(

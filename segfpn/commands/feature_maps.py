@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
 
     info = None
     if args.ckpt:
-        from segfpn.predictor import load_trained_network
+        from segfpn.inference.predictor import load_trained_network
 
         loaded = load_trained_network(args.ckpt, "--ckpt")  # the network and its data's statistics, no data needed
         model, info = loaded.network.model, loaded.dataset_info

@@ -19,9 +19,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     import torch
 
-    from segfpn.analysis.experiment import data_num_classes
     from segfpn.analysis.tables import format_table, write_csv
     from segfpn.models import TESTED_BACKBONES, SegmentationModel
+    from segfpn.training.experiment import data_num_classes
     from segfpn.utils.model_summary import backbone_feature_stats, summarize
 
     num_classes = args.num_classes or data_num_classes(None, {"embedded": True})

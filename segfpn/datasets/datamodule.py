@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib
+import inspect
 import logging
 import warnings
 from collections.abc import Callable
@@ -291,3 +292,22 @@ def datamodule_class(class_path: str | None) -> type[SegmentationDataModule]:
             f"segfpn.datasets.SegmentationDataModule), as segfpn fit requires; got {class_path!r}"
         )
     return found
+
+
+def evaluation_datamodule(
+    saved: dict, trained: DatasetInfo, source: str, data_root: str | None = None
+) -> SegmentationDataModule:
+    """A DataModule (no workers) with the data settings a checkpoint saved (``data_root`` replaced when given); its
+    classes must be those the network was trained on (``trained``, the checkpoint's ``dataset_info``)."""
+    accepted = inspect.signature(SegmentationDataModule).parameters
+    settings = {k: v for k, v in saved.items() if k in accepted}
+    settings.update(num_workers=0, **({"data_root": data_root} if data_root else {}))
+    data = SegmentationDataModule(**settings)
+    found = data.dataset_info
+    if (trained.num_classes, trained.ignore_index) != (found.num_classes, found.ignore_index):
+        raise ConfigError(
+            f"{source!r} was trained on {trained.name!r} ({trained.num_classes} classes, ignore index "
+            f"{trained.ignore_index}), but its data settings give {found.name!r} ({found.num_classes} classes, "
+            f"ignore index {found.ignore_index})"
+        )
+    return data

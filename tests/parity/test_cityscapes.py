@@ -10,13 +10,13 @@ import pytest
 import torch
 import yaml
 
-from segfpn.analysis.convert import save_converted
 from segfpn.datasets.cityscapes import CITYSCAPES_INFO, CityscapesDataset
 from segfpn.datasets.synthetic_layouts import generate_cityscapes
-from segfpn.inference import InferenceConfig, predict_logits
+from segfpn.inference.predictor import Segmenter
+from segfpn.inference.protocols import InferenceConfig, predict_logits
 from segfpn.models import SegmentationModel
-from segfpn.models.convert import convert_state_dict
-from segfpn.predictor import Segmenter
+from segfpn.models.from_mmseg import convert_state_dict
+from segfpn.training.converted_checkpoint import save_converted
 from tests.parity.conftest import build_mmseg_transform, import_reference, mmseg_config
 from tests.parity.test_convert import _randomise_norms
 

@@ -20,13 +20,13 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from segfpn.analysis.convert import save_converted
 from segfpn.cli import main as segfpn_main
 from segfpn.datasets.ade20k_classes import ADE20K_CLASSES
 from segfpn.errors import CheckpointError
 from segfpn.models import SegmentationModel
-from segfpn.models.convert import convert_state_dict, read_checkpoint
-from segfpn.module import SegmentationModule
+from segfpn.models.from_mmseg import convert_state_dict, read_checkpoint
+from segfpn.training.converted_checkpoint import save_converted
+from segfpn.training.module import SegmentationModule
 from tests.test_backbone_weights import _to_original_pvt_keys
 
 pytestmark = pytest.mark.parity

@@ -20,7 +20,7 @@ from PIL import Image
 
 from segfpn.datasets import ADE20KDataset
 from segfpn.datasets.transforms import eval_size
-from segfpn.inference import InferenceConfig, eval_input, predict_logits, to_pixels
+from segfpn.inference.protocols import InferenceConfig, eval_input, predict_logits, to_pixels
 from segfpn.models import SegmentationModel
 from tests.parity.conftest import import_reference
 

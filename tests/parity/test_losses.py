@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from segfpn.losses import CrossEntropyLoss, LovaszSoftmaxLoss, OHEMCrossEntropyLoss
+from segfpn.training.losses import CrossEntropyLoss, LovaszSoftmaxLoss, OHEMCrossEntropyLoss
 from tests.parity.conftest import import_reference
 
 pytestmark = pytest.mark.parity

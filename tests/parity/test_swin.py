@@ -103,9 +103,9 @@ def test_a_converted_mmseg_swin_semantic_fpn_gives_mmsegs_logits(mmseg_swin: tor
     """mmseg's Swin-T under mmseg's FPN + FPNHead, saved as an mmseg 1.x segmentor checkpoint, through
     ``segfpn convert``'s reader and converter: a 512x683 image without padding to 32 (mmseg's whole inference)
     gives mmseg's logits. segfpn's FPN and head are mmseg's (tests/parity/test_decoder.py)."""
-    from segfpn.analysis.convert import save_converted
-    from segfpn.models.convert import convert_state_dict, read_checkpoint
-    from segfpn.module import SegmentationModule
+    from segfpn.models.from_mmseg import convert_state_dict, read_checkpoint
+    from segfpn.training.converted_checkpoint import save_converted
+    from segfpn.training.module import SegmentationModule
     from tests.parity.test_decoder import _mmseg_decoder
 
     torch.manual_seed(2)

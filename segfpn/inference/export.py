@@ -32,12 +32,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from segfpn.checkpoint_io import replace_atomically
+from segfpn.atomic_files import replace_atomically
 from segfpn.constants import EXPORT_SUFFIXES
 from segfpn.datasets.info import DatasetInfo
 from segfpn.datasets.transforms import val_transform
 from segfpn.errors import ConfigError
-from segfpn.inference import InferenceConfig, Protocol, eval_input
+from segfpn.inference.protocols import InferenceConfig, Protocol, eval_input
 
 Format = Literal["onnx", "torchscript"]
 FORMATS: tuple[str, ...] = tuple(EXPORT_SUFFIXES)
@@ -75,7 +75,7 @@ def metadata(dataset_info: DatasetInfo, size_divisor: int, labels: bool, inferen
     """What a user of the exported file needs besides the graph: classes, palette, normalisation, the protocol."""
     return {
         "input": "normalised float32 [B, 3, H, W] of any H x W, (pixels - mean) / std on the 0..255 scale, resized "
-        "as the inference settings say (segfpn.export.prepare_input)",
+        "as the inference settings say (segfpn.inference.export.prepare_input)",
         "output": "int64 labels [B, H, W]" if labels else "float32 logits [B, C, H, W]",
         "size_divisor": size_divisor,
         "inference": dataclasses.asdict(inference),
@@ -203,7 +203,7 @@ def load_exported(path: str | Path, format: Format, threads: int | None = None) 
         if not isinstance(images, np.ndarray) or images.dtype != np.float32 or images.ndim != 4 or images.shape[1] != 3:
             found = f"{images.dtype} {list(images.shape)}" if isinstance(images, np.ndarray) else type(images).__name__
             raise ConfigError(
-                f"{str(path)!r} takes a normalised float32 batch [B, 3, H, W] (segfpn.export.prepare_input), "
+                f"{str(path)!r} takes a normalised float32 batch [B, 3, H, W] (segfpn.inference.export.prepare_input), "
                 f"got {found}"
             )
         return run_graph(images)

@@ -91,6 +91,6 @@ def load_segfpn_checkpoint(
         raise CheckpointError(
             f"{option} {str(path)!r} holds a segfpn network but is not a Lightning checkpoint (no "
             "'pytorch-lightning_version'); expected a file written by `segfpn fit` or `segfpn convert`",
-            "its network can still be used with segfpn.predictor.Segmenter or `segfpn export`",
+            "its network can still be used with segfpn.inference.predictor.Segmenter or `segfpn export`",
         )
     return ckpt

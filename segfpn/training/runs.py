@@ -19,6 +19,7 @@ from typing import Any
 
 from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
 
+from segfpn.atomic_files import process_alive
 from segfpn.errors import ConfigError
 
 RUN_FILE = "run.json"
@@ -170,17 +171,6 @@ def _holder_alive(holder: dict[str, Any]) -> bool:
     if holder.get("pid") == os.getpid():
         return False
     return process_alive(int(holder["pid"]))
-
-
-def process_alive(pid: int) -> bool:
-    """Whether process ``pid`` of this host is running (another user's counts as running)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def live_holder(run_dir: Path) -> dict[str, Any] | None:

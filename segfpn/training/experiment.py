@@ -23,8 +23,8 @@ from typing import Any
 from segfpn.errors import ConfigError, DataError
 from segfpn.models.segmentation_model import model_arguments
 from segfpn.packaged_configs import resolve_config
-from segfpn.preemption import stop_exit_code, stopped_by_signal
 from segfpn.text_files import load_yaml, load_yaml_file
+from segfpn.training.callbacks.preemption import stop_exit_code, stopped_by_signal
 
 
 @dataclass
@@ -44,7 +44,7 @@ class Experiment:
         spec = load_yaml_file(path, "experiment file") or {}
         missing = {"name", "base", "variants"} - set(spec)
         if missing:
-            raise ConfigError(f"experiment file {str(path)!r} lacks {sorted(missing)} (see segfpn.analysis.experiment)")
+            raise ConfigError(f"experiment file {str(path)!r} lacks {sorted(missing)} (see segfpn.training.experiment)")
         if not isinstance(spec["variants"], dict) or not spec["variants"]:
             raise ConfigError(f"experiment file {str(path)!r}: 'variants' must map names to overrides")
         return cls(
@@ -62,7 +62,7 @@ class Experiment:
             str(self.base),
             *self.args,
             *overrides,
-            f"--run_dir={root}",  # one run folder per variant (segfpn.runs)
+            f"--run_dir={root}",  # one run folder per variant (segfpn.training.runs)
         ]
 
     def model_overrides(self, variant: str) -> dict[str, Any]:
@@ -134,7 +134,7 @@ def run_experiment(
     experiment: Experiment, out: Path, only: list[str] | None = None, extra_args: list[str] | None = None
 ) -> dict[str, Path]:
     """Train and validate every variant (skipping finished ones); returns variant -> run folder."""
-    from segfpn.cli import run_cli
+    from segfpn.training.cli import run_cli
 
     runs: dict[str, Path] = {}
     names = [v for v in experiment.variants if not only or v in only]

@@ -11,7 +11,7 @@ import lightning as L
 import matplotlib.pyplot as plt
 import numpy as np
 
-from segfpn.runs import evaluation_name
+from segfpn.training.runs import evaluation_name
 
 
 class EvaluationFiles(L.Callback):

@@ -21,23 +21,28 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.utilities import rank_zero_info
 
-from segfpn import runs
-from segfpn.callbacks import BestAndLastCheckpoint, GradientMonitor, PredictionWriter, ResultsWriter, WandbMedia
-from segfpn.checkpoint_file import load_segfpn_checkpoint
-from segfpn.checkpoint_io import AtomicCheckpointIO, newest_good_checkpoint
-from segfpn.cli import LIGHTNING_COMMANDS, TOOLS
-from segfpn.console import quiet_third_party
 from segfpn.datasets.datamodule import SegmentationDataModule
 from segfpn.datasets.info import DatasetInfo
 from segfpn.errors import CheckpointError, ConfigError
-from segfpn.evaluation_files import EvaluationFiles
+from segfpn.inference.checkpoint import load_segfpn_checkpoint
 from segfpn.models.segmentation_model import SegmentationModel
-from segfpn.module import SegmentationModule
-from segfpn.overlays import OverlayWriter
 from segfpn.packaged_configs import resolve_config_args
-from segfpn.preemption import GracefulStop, recording_stop_signals
 from segfpn.text_files import bound_jsonargparse, check_expansion, load_yaml_file, read_text
-from segfpn.wandb_setup import configure_wandb_mode
+from segfpn.training import runs
+from segfpn.training.callbacks import (
+    BestAndLastCheckpoint,
+    GradientMonitor,
+    PredictionWriter,
+    ResultsWriter,
+    WandbMedia,
+)
+from segfpn.training.callbacks.evaluation_files import EvaluationFiles
+from segfpn.training.callbacks.overlays import OverlayWriter
+from segfpn.training.callbacks.preemption import GracefulStop, recording_stop_signals
+from segfpn.training.checkpoint_io import AtomicCheckpointIO, newest_good_checkpoint
+from segfpn.training.console import quiet_third_party
+from segfpn.training.module import SegmentationModule
+from segfpn.training.wandb_setup import configure_wandb_mode
 
 # segfpn.cli.main passes argv explicitly (normalised sweep values, resolved config names) on purpose
 warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended to run from within Python")
@@ -77,7 +82,8 @@ class CheckpointMismatchError(ConfigError):
 
 
 class SegFPNCLI(LightningCLI):
-    """LightningCLI with segfpn's links, callbacks, run folders (:mod:`segfpn.runs`) and ``--ckpt_path best|last``
+    """LightningCLI with segfpn's links, callbacks, run folders (:mod:`segfpn.training.runs`) and
+    ``--ckpt_path best|last``
     resolution. See the README ("Each run lives in ...") for the rules."""
 
     run_dir: Path | None = None
@@ -346,9 +352,8 @@ def run_cli(args: list[str] | None = None) -> SegFPNCLI:
                     "default_root_dir": "runs/default",
                 },
                 parser_kwargs={
-                    "description": "segfpn: Semantic FPN training and evaluation (LightningCLI). All commands: "
-                    + ", ".join([*LIGHTNING_COMMANDS, *TOOLS])
-                    + " (`segfpn --help` lists them).",
+                    "description": "segfpn: Semantic FPN training and evaluation (LightningCLI); "
+                    "`segfpn --help` lists every command.",
                     # parse errors raise, so that main() prints them as one line
                     "exit_on_error": False,
                     **{name: {"exit_on_error": False} for name in SegFPNCLI.subcommands()},

@@ -18,12 +18,12 @@ import torch
 from PIL import Image
 from torch import nn
 
-from segfpn.checkpoint_file import STATE_PREFIX, load_segfpn_checkpoint
 from segfpn.datasets.base import load_image, rgb8
 from segfpn.datasets.info import DatasetInfo
 from segfpn.datasets.transforms import val_transform
 from segfpn.errors import CheckpointError, ConfigError, DataError
-from segfpn.inference import InferenceConfig, inference_config, predict_logits
+from segfpn.inference.checkpoint import STATE_PREFIX, load_segfpn_checkpoint
+from segfpn.inference.protocols import InferenceConfig, inference_config, predict_logits
 from segfpn.models.segmentation_model import SegmentationModel, model_arguments
 
 ImageInput = Union[str, Path, Image.Image, np.ndarray]
@@ -50,12 +50,13 @@ class TrainedNetwork(nn.Module):
 @dataclass
 class LoadedCheckpoint:
     """What a segfpn checkpoint holds for inference: the network (eval mode, CPU), its evaluation settings, the
-    dataset description and the raw hyper-parameters."""
+    dataset description, the raw hyper-parameters and the data settings it was trained with."""
 
     network: TrainedNetwork
     inference: InferenceConfig
     dataset_info: DatasetInfo
     hparams: dict[str, Any]
+    data_hparams: dict[str, Any]
 
 
 def load_trained_network(path: str | Path, option: str = "checkpoint") -> LoadedCheckpoint:
@@ -75,7 +76,8 @@ def load_trained_network(path: str | Path, option: str = "checkpoint") -> Loaded
         )
     dataset_info = DatasetInfo.from_hparams(hparams.get("dataset_info"), model.num_classes)
     network = TrainedNetwork(model, bool(hparams.get("channels_last", False))).eval()
-    return LoadedCheckpoint(network, inference_config(hparams.get("inference")), dataset_info, hparams)
+    data_hparams = dict(ckpt.get("datamodule_hyper_parameters") or {})
+    return LoadedCheckpoint(network, inference_config(hparams.get("inference")), dataset_info, hparams, data_hparams)
 
 
 class Segmenter:

@@ -8,9 +8,9 @@ from typing import Any
 import lightning
 import yaml
 
-from segfpn.checkpoint_io import atomic_save
 from segfpn.datasets.registry import get_layout, layout_with_classes
-from segfpn.models.convert import Conversion
+from segfpn.models.from_mmseg import Conversion
+from segfpn.training.checkpoint_io import atomic_save
 
 # The evaluation protocol of the code behind each layout's published numbers.
 PROTOCOLS: dict[str, str] = {"mmseg-0.x": "mmseg", "mmseg-1.x": "mmseg", "mmseg (bare state dict)": "mmseg"}
@@ -20,7 +20,7 @@ PROTOCOLS["pvtv2-seg"] = "align_resize"
 def save_converted(conversion: Conversion, ckpt_path: str | Path, source: str | Path = "") -> tuple[Path, Path]:
     """Write ``ckpt_path`` (loadable by ``segfpn validate --ckpt_path`` and ``SegmentationModule.load_from_checkpoint``)
     and a YAML config beside it (same name, ``.yaml``); returns both paths."""
-    from segfpn.module import SegmentationModule
+    from segfpn.training.module import SegmentationModule
 
     ckpt_path = Path(ckpt_path)
     ckpt_path.parent.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@ import numpy as np
 from lightning.pytorch.utilities import rank_zero_info
 from PIL import Image
 
-from segfpn.runs import evaluation_name
+from segfpn.training.runs import evaluation_name
 from segfpn.utils.label_figures import comparison_strip
 from segfpn.utils.visualize import denormalize
 

@@ -1,17 +1,21 @@
-"""Checkpoint files that are complete or absent, and finding the newest readable one of a run."""
+"""Files that are complete or absent: write beside, fsync, rename over (a kill never leaves half a file)."""
 
 from __future__ import annotations
 
 import os
-import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import torch
-from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from segfpn.runs import process_alive
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host is running (another user's counts as running)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _fsync(path: Path) -> None:
@@ -69,16 +73,6 @@ def _write_error(err: OSError | RuntimeError, temp: Path, path: Path) -> OSError
     return OSError(os_error.errno, os_error.strerror, str(path))
 
 
-def atomic_save(checkpoint: dict[str, Any], path: str | Path) -> None:
-    """``torch.save`` to a temp file in the same folder, fsync, rename: ``path`` is the old or the new file."""
-
-    def save(temp: Path) -> None:
-        with open(temp, "wb") as f:
-            torch.save(checkpoint, f)
-
-    replace_atomically(Path(path), save)
-
-
 def atomic_link(source: str | Path, target: str | Path) -> None:
     """Make ``target`` the same file as ``source`` (hard link, a copy where links are not supported), atomically."""
 
@@ -91,32 +85,3 @@ def atomic_link(source: str | Path, target: str | Path) -> None:
                     dst.write(chunk)
 
     replace_atomically(Path(target), link_or_copy)
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's torch checkpoint IO, writing through :func:`atomic_save` (a kill never leaves half a file)."""
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
-        if storage_options is not None:
-            raise TypeError(f"AtomicCheckpointIO takes no storage_options, got {storage_options!r}")
-        atomic_save(checkpoint, path)
-
-
-def checkpoint_step(path: str | Path) -> int:
-    """The ``global_step`` stored in a Lightning checkpoint (tensors memory-mapped, not read). Raises on a
-    truncated or corrupt file."""
-    state = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
-    return int(state["global_step"])
-
-
-def newest_good_checkpoint(paths: Iterable[Path]) -> Path | None:
-    """The checkpoint with the highest global step (then the newest) among ``paths`` that can be read; each
-    unreadable one is named in a warning and skipped. ``None`` when none is readable."""
-    good: list[tuple[int, float, Path]] = []
-    for path in paths:
-        try:
-            good.append((checkpoint_step(path), path.stat().st_mtime, path))
-        except Exception as error:  # noqa: BLE001 - any failure to read means: not a usable checkpoint
-            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            warnings.warn(f"skipping unreadable checkpoint {str(path)!r}: {first_line}", stacklevel=2)
-    return max(good)[2] if good else None

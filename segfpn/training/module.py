@@ -11,12 +11,12 @@ from torchmetrics import MeanMetric
 
 from segfpn.datasets.info import DatasetInfo
 from segfpn.errors import ConfigError
-from segfpn.inference import InferenceConfig, inference_config, predict_logits
-from segfpn.losses import CombinedLoss, CrossEntropyLoss
+from segfpn.inference.protocols import InferenceConfig, inference_config, predict_logits
 from segfpn.metrics import BoundaryIoU, SegmentationMetrics, to_labels
 from segfpn.models import SegmentationModel
 from segfpn.models.segmentation_model import architecture_options
-from segfpn.optim import build_optimizer, lr_factor, param_groups
+from segfpn.training.losses import CombinedLoss, CrossEntropyLoss
+from segfpn.training.optim import build_optimizer, lr_factor, param_groups
 
 log = logging.getLogger(__name__)
 
