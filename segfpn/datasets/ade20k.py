@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from segfpn.constants import IGNORE_INDEX
 from segfpn.datasets.ade20k_classes import ADE20K_CLASSES, ADE20K_PALETTE
 from segfpn.datasets.base import (
     CorruptSampleError,
@@ -21,7 +22,6 @@ from segfpn.datasets.base import (
 from segfpn.datasets.info import DatasetInfo
 from segfpn.errors import ConfigError
 
-IGNORE_INDEX = 255
 NUM_CLASSES = len(ADE20K_CLASSES)
 SPLIT_ALIASES = {"train": "training", "training": "training", "val": "validation", "validation": "validation"}
 LAYOUT = "ADEChallengeData2016/{images,annotations}/{training,validation}/ADE_*.{jpg,png}"

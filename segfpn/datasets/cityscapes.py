@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from segfpn.constants import IGNORE_INDEX
 from segfpn.datasets.base import OnError, SegmentationDataset, check_on_error, match_pairs, require_folder
 from segfpn.datasets.info import DatasetInfo
 from segfpn.errors import ConfigError
 
-IGNORE_INDEX = 255
 SPLITS = ("train", "val", "test")
 LAYOUT = "cityscapes/{leftImg8bit,gtFine}/{train,val,test}/<city>/<name>_{leftImg8bit,gtFine_labelIds}.png"
 IMAGE_SUFFIX, ANNOTATION_SUFFIX = "_leftImg8bit", "_gtFine_labelIds"

@@ -22,7 +22,7 @@ from segfpn.datasets.class_stats import compute_class_stats
 from segfpn.datasets.collate import pad_collate
 from segfpn.datasets.image_folder import ImageFolder, collate_with_paths
 from segfpn.datasets.info import DatasetInfo
-from segfpn.datasets.registry import folder_classes, get_layout
+from segfpn.datasets.registry import DatasetName, folder_classes, get_layout
 from segfpn.datasets.sampling import (
     EpochShuffleSampler,
     RepeatFactorSampler,
@@ -37,9 +37,6 @@ log = logging.getLogger(__name__)
 # Lightning warns that a mid-epoch resume repeats or skips data unless the loader itself has a state_dict; this
 # DataModule's state (the stream position, restored with it) makes the resume exact
 warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
-
-
-DatasetName = Literal["ade20k", "cityscapes", "folder"]
 
 
 class SegmentationDataModule(L.LightningDataModule):

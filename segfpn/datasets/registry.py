@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from segfpn.datasets.ade20k import ADE20K_INFO, ADE20KDataset
 from segfpn.datasets.base import OnError, SegmentationDataset
@@ -61,6 +62,9 @@ LAYOUTS: dict[str, Layout] = {
         default_embedded_root="data/embedded_folder",
     ),
 }
+
+# the values data.dataset takes, derived from LAYOUTS (the one list) for the CLI's type check and help
+DatasetName = Literal[tuple(LAYOUTS)]  # type: ignore[valid-type]
 
 
 def get_layout(name: str) -> Layout:

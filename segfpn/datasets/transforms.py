@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import albumentations as A
 import cv2
 import numpy as np
+import torch
 from albumentations.pytorch import ToTensorV2
 
 from segfpn.constants import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
@@ -268,3 +270,31 @@ def val_transform(mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...
     (on the 8-bit pixels, :func:`eval_size` and :func:`resize_image`, as mmcv does), so masks stay at the
     annotation's resolution and multi-scale testing resizes the original image once per scale."""
     return A.Compose([Standardize(mean, std), ToTensorV2()])
+
+
+Stats = Sequence[float]
+
+
+def _stats(images: torch.Tensor, mean: Stats, std: Stats) -> tuple[torch.Tensor, torch.Tensor]:
+    mean_t = torch.tensor(mean, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+    std_t = torch.tensor(std, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+    return mean_t, std_t
+
+
+def to_pixels(images: torch.Tensor, mean: Stats = IMAGENET_MEAN, std: Stats = IMAGENET_STD) -> np.ndarray:
+    """Normalised images ``[B, 3, H, W]`` back to 8-bit pixels ``[B, H, W, 3]`` (exact for images that came from
+    8-bit files through the same ``mean``/``std``, 0..255 scale; padding and other values are rounded and
+    clipped)."""
+    mean, std = _stats(images, mean, std)
+    pixels = (images.float() * std + mean).round_().clamp_(0, 255).to(torch.uint8)
+    return pixels.permute(0, 2, 3, 1).cpu().numpy()
+
+
+def from_pixels(
+    pixels: np.ndarray, like: torch.Tensor, mean: Stats = IMAGENET_MEAN, std: Stats = IMAGENET_STD
+) -> torch.Tensor:
+    """8-bit pixels ``[B, H, W, 3]`` to normalised images on ``like``'s device, ``(x - mean) / std`` as mmseg's
+    ``SegDataPreProcessor``."""
+    x = torch.from_numpy(np.ascontiguousarray(pixels)).to(like.device).permute(0, 3, 1, 2).float()
+    mean, std = _stats(x, mean, std)
+    return ((x - mean) / std).to(like.dtype)

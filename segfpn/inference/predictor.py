@@ -30,20 +30,19 @@ ImageInput = Union[str, Path, Image.Image, np.ndarray]
 
 
 class TrainedNetwork(nn.Module):
-    """A checkpoint's SegmentationModel with the input memory format it was trained with (what
-    ``SegmentationModule.forward`` does): ``net(x, pad)`` -> ``{"p0": logits, ...}``."""
+    """A checkpoint's SegmentationModel in the memory format it was trained with: ``net(x, pad)`` ->
+    ``{"p0": logits, ...}``."""
 
     def __init__(self, model: SegmentationModel, channels_last: bool = False) -> None:
         super().__init__()
-        self.model = model
-        self.channels_last = channels_last
+        self.model = model.use_channels_last(channels_last) if channels_last else model
         self.num_classes = model.num_classes
-        if channels_last:
-            self.model.to(memory_format=torch.channels_last)
+
+    @property
+    def channels_last(self) -> bool:
+        return self.model.channels_last
 
     def forward(self, x: torch.Tensor, pad: bool = True) -> dict[str, torch.Tensor]:
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
         return self.model(x, pad=pad)
 
 

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from segfpn.constants import IMAGENET_MEAN, IMAGENET_STD
-from segfpn.datasets.transforms import align_size, eval_size, resize_image
+from segfpn.datasets.transforms import Stats, align_size, eval_size, from_pixels, resize_image, to_pixels
 from segfpn.errors import ConfigError
 
 Protocol = Literal["mmseg", "align_resize", "pad"]
@@ -118,34 +118,6 @@ def slide_logits(
             out[:, :, y1:y2, x1:x2] += _logits(model, x[:, :, y1:y2, x1:x2], pad)
             count[:, :, y1:y2, x1:x2] += 1
     return out / count
-
-
-Stats = Sequence[float]
-
-
-def _stats(images: torch.Tensor, mean: Stats, std: Stats) -> tuple[torch.Tensor, torch.Tensor]:
-    mean_t = torch.tensor(mean, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
-    std_t = torch.tensor(std, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
-    return mean_t, std_t
-
-
-def to_pixels(images: torch.Tensor, mean: Stats = IMAGENET_MEAN, std: Stats = IMAGENET_STD) -> np.ndarray:
-    """Normalised images ``[B, 3, H, W]`` back to 8-bit pixels ``[B, H, W, 3]`` (exact for images that came from
-    8-bit files through the same ``mean``/``std``, 0..255 scale; padding and other values are rounded and
-    clipped)."""
-    mean, std = _stats(images, mean, std)
-    pixels = (images.float() * std + mean).round_().clamp_(0, 255).to(torch.uint8)
-    return pixels.permute(0, 2, 3, 1).cpu().numpy()
-
-
-def from_pixels(
-    pixels: np.ndarray, like: torch.Tensor, mean: Stats = IMAGENET_MEAN, std: Stats = IMAGENET_STD
-) -> torch.Tensor:
-    """8-bit pixels ``[B, H, W, 3]`` to normalised images on ``like``'s device, ``(x - mean) / std`` as mmseg's
-    ``SegDataPreProcessor``."""
-    x = torch.from_numpy(np.ascontiguousarray(pixels)).to(like.device).permute(0, 3, 1, 2).float()
-    mean, std = _stats(x, mean, std)
-    return ((x - mean) / std).to(like.dtype)
 
 
 def eval_input(

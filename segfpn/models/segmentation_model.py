@@ -81,6 +81,7 @@ class SegmentationModel(nn.Module):
         if num_classes < 1:
             raise ConfigError(f"num_classes must be positive, got {num_classes}")
         self.num_classes = num_classes
+        self.channels_last = False  # see use_channels_last
         self.backbone = TimmBackbone(
             backbone_name,
             pretrained=pretrained,
@@ -144,10 +145,17 @@ class SegmentationModel(nn.Module):
         # a traced graph (export) pads always: a zero pad at the trace size is a real pad at others
         return F.pad(x, (0, pad_w, 0, pad_h)) if pad_h or pad_w or torch.jit.is_tracing() else x
 
+    def use_channels_last(self, enabled: bool = True) -> SegmentationModel:
+        """Keep the weights, and take every input, in the channels-last memory format (cuDNN's fast layout)."""
+        self.channels_last = enabled
+        return self.to(memory_format=torch.channels_last if enabled else torch.contiguous_format)
+
     def extract_backbone_features(self, x: torch.Tensor, pad: bool = True) -> list[torch.Tensor]:
         """The backbone's four NCHW maps (strides 4/8/16/32 of the input, padded to a multiple of 32 with
         ``pad=True``)."""
         self._check_input(x)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         return self.backbone(self._pad(x, pad))
 
     def extract_fpn_features(self, x: torch.Tensor, pad: bool = True) -> list[torch.Tensor]:

@@ -137,7 +137,7 @@ class SegmentationModule(L.LightningModule):
         self.last_scores: dict[str, torch.Tensor] = {}
         self._compiled = False
         if channels_last:
-            self.model.to(memory_format=torch.channels_last)
+            self.model.use_channels_last()
 
     # -- set-up -----------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -182,8 +182,6 @@ class SegmentationModule(L.LightningModule):
 
     # -- forward / steps --------------------------------------------------------------------------
     def forward(self, images: torch.Tensor, pad: bool = True) -> dict[str, torch.Tensor]:
-        if self.hparams.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
         return self.model(images, pad=pad)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:

@@ -43,13 +43,17 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
 
 
+def slurm_job_id() -> str:
+    """The id of this Slurm job as ``scontrol requeue`` takes it (array jobs: ``<array id>_<task id>``)."""
+    array_id = os.environ.get("SLURM_ARRAY_JOB_ID")
+    return f"{array_id}_{os.environ['SLURM_ARRAY_TASK_ID']}" if array_id else os.environ["SLURM_JOB_ID"]
+
+
 def launcher_run_name() -> str | None:
     """The run name a job launcher implies: ``slurm-<job id>`` (array jobs ``slurm-<array id>_<task>``) or
     ``torchrun-<TORCHELASTIC_RUN_ID>``; ``None`` otherwise. Every rank of the job computes the same name."""
     if SLURMEnvironment.detect():
-        array_id = os.environ.get("SLURM_ARRAY_JOB_ID")
-        job = f"{array_id}_{os.environ['SLURM_ARRAY_TASK_ID']}" if array_id else os.environ["SLURM_JOB_ID"]
-        return f"slurm-{job}"
+        return f"slurm-{slurm_job_id()}"
     if TorchElasticEnvironment.detect():
         run_id = os.environ.get("TORCHELASTIC_RUN_ID", "none")
         if run_id != "none":

@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 
 from segfpn.constants import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
 from segfpn.datasets.info import DatasetInfo, default_palette
+from segfpn.datasets.transforms import to_pixels
 from segfpn.metrics import to_labels
 
 # without a dataset description: generated colours for every id, the default ignore index black
@@ -36,12 +37,9 @@ def colour_table(dataset_info: DatasetInfo | None = None) -> np.ndarray:
 
 def denormalize(image: torch.Tensor, dataset_info: DatasetInfo | None = None) -> np.ndarray:
     """A normalised ``[3, H, W]`` tensor back to RGB uint8 ``[H, W, 3]`` (the dataset's mean/std, ImageNet's
-    without ``dataset_info``)."""
+    without ``dataset_info``): :func:`~segfpn.datasets.transforms.to_pixels` of one image."""
     mean, std = (dataset_info.mean, dataset_info.std) if dataset_info is not None else (IMAGENET_MEAN, IMAGENET_STD)
-    mean = torch.tensor(mean, device=image.device).view(3, 1, 1)
-    std = torch.tensor(std, device=image.device).view(3, 1, 1)
-    # rounded: the exact 8-bit pixels of an image that came from a file through the same mean/std
-    return (image.detach().float() * std + mean).clamp(0, 255).round().byte().permute(1, 2, 0).cpu().numpy()
+    return to_pixels(image.detach()[None], mean, std)[0]
 
 
 def colorize(labels: np.ndarray | torch.Tensor, dataset_info: DatasetInfo | None = None) -> np.ndarray:

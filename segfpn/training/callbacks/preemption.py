@@ -4,7 +4,6 @@ handler, then stop (and requeue under Slurm)."""
 from __future__ import annotations
 
 import logging
-import os
 import re
 import signal
 import subprocess
@@ -20,6 +19,7 @@ from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities import rank_zero_info
 
 from segfpn.errors import ConfigError
+from segfpn.training.runs import slurm_job_id
 
 log = logging.getLogger(__name__)
 
@@ -37,12 +37,6 @@ def next_hpc_checkpoint(folder: str | Path) -> Path:
 def running_under_slurm() -> bool:
     """True inside a Slurm job step (not an interactive allocation), as Lightning decides it."""
     return SLURMEnvironment.detect()
-
-
-def slurm_job_id() -> str:
-    """The id ``scontrol requeue`` takes for this job (array jobs: ``<array id>_<task id>``)."""
-    array_id = os.environ.get("SLURM_ARRAY_JOB_ID")
-    return f"{array_id}_{os.environ['SLURM_ARRAY_TASK_ID']}" if array_id else os.environ["SLURM_JOB_ID"]
 
 
 class GracefulStop(L.Callback):
