@@ -38,7 +38,7 @@ def test_experiment_runs_variants_and_writes_report(tmp_path: Path, synthetic_ro
     )
     extra = [
         a for a in tiny_args(tmp_path, synthetic_root, max_steps=4) if "default_root_dir" not in a and "logger" not in a
-    ] + ["--trainer.logger=false", "--data.embedded=false", "--cost-size", "64", "64"]
+    ] + ["--trainer.logger=false", "--data.embedded=false", "--cost_size", "64", "64"]
     main(["experiment", str(spec), "--out", str(tmp_path / "out"), *extra])
     folder = tmp_path / "out" / "tiny"
     report = (folder / "report.md").read_text()
@@ -55,13 +55,13 @@ def test_experiment_runs_variants_and_writes_report(tmp_path: Path, synthetic_ro
         is False
     )
     # a second call finds both variants done and only rewrites the report
-    main(["experiment", str(spec), "--out", str(tmp_path / "out"), "--no-cost", *extra[:-3]])
+    main(["experiment", str(spec), "--out", str(tmp_path / "out"), "--no_cost", *extra[:-3]])
 
 
 def test_analyze_confusion_rows_sum_to_label_counts(tmp_path: Path, synthetic_root: Path) -> None:
     run_cli(["fit", *tiny_args(tmp_path, synthetic_root, max_steps=4)])
     run = only_run(tmp_path)
-    main(["analyze", str(run / "checkpoints" / "last.ckpt"), "--out", str(tmp_path / "analysis")])
+    main(["analyze", "--ckpt_path", str(run / "checkpoints" / "last.ckpt"), "--out", str(tmp_path / "analysis")])
     summary = json.loads((tmp_path / "analysis" / "error_analysis.json").read_text())
     files = json.loads(sorted((run / "results").glob("fit_val_step*.json"))[-1].read_text())
     assert set(summary["size_recall"]) == {"small (<1%)", "medium (1-10%)", "large (>10%)"}

@@ -73,7 +73,7 @@ def test_fit_and_validate_carry_the_datasets_class_names(tmp_path: Path, dataset
         assert tuple(record["classes"]) == names
 
     # the error analysis of the checkpoint names the same classes, in its table and its figures' files
-    main(["analyze", str(run / "checkpoints" / "best.ckpt"), "--data-root", str(tmp_path / "data")])
+    main(["analyze", "--ckpt_path", str(run / "checkpoints" / "best.ckpt"), "--data_root", str(tmp_path / "data")])
     markdown = (run / "analysis" / "error_analysis.md").read_text()
     assert f"| 0 | {names[0]} |" in markdown and f"| 1 | {names[1]} |" in markdown
     assert (run / "analysis" / "per_class_iou.png").stat().st_size > 0

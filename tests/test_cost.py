@@ -39,8 +39,8 @@ def test_cost_and_experiment_report_the_same_models(
 ) -> None:
     spec = _write_experiment(tmp_path, synthetic_root)
     out = tmp_path / "out"
-    main(["experiment", str(spec), "--out", str(out), "--cost-size", "64", "64"])
-    main(["cost", str(spec), "--size", "64", "64", "--no-latency", "--csv", str(tmp_path / "cost.csv")])
+    main(["experiment", str(spec), "--out", str(out), "--cost_size", "64", "64"])
+    main(["cost", str(spec), "--size", "64", "64", "--no_latency", "--csv", str(tmp_path / "cost.csv")])
     assert f"wrote {tmp_path / 'cost.csv'}" in capsys.readouterr().out
     cost = {r["variant"]: r for r in csv.DictReader((tmp_path / "cost.csv").open())}
     report = {r["variant"]: r for r in csv.DictReader((out / "agree" / "results.csv").open())}
@@ -94,7 +94,7 @@ def test_a_config_cannot_run_code_through_data_class_path(
     spec = tmp_path / "evil_experiment.yaml"
     spec.write_text(f"name: evil\nbase: {base}\nvariants:\n  baseline: {{}}\n")
     with pytest.raises(SystemExit):
-        main(["cost", str(spec), "--size", "64", "64", "--no-latency"])
+        main(["cost", str(spec), "--size", "64", "64", "--no_latency"])
     assert "data.class_path must name segfpn's SegmentationDataModule" in capsys.readouterr().err
     with pytest.raises(ConfigError, match=r"data.class_path.*'os.system'"):
         browse_data.build_datamodule([base], [])

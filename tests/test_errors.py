@@ -104,6 +104,7 @@ def test_file_as_data_root(tmp_path: Path) -> None:
 
 
 def test_analysis_command_with_a_bad_checkpoint(tmp_path: Path, truncated_ckpt: Path) -> None:
+    # the checkpoint as the positional CKPT: the older spelling of --ckpt_path stays accepted
     line = _one_error_line(_segfpn("analyze", str(truncated_ckpt), cwd=tmp_path))
     assert str(truncated_ckpt) in line and "truncated" in line
 
@@ -115,7 +116,7 @@ def test_an_mmseg_checkpoint_is_named_with_the_convert_hint(tmp_path: Path, samp
     state = {"backbone.conv1.weight": torch.zeros(8, 3, 7, 7), "decode_head.conv_seg.weight": torch.zeros(150, 8, 1, 1)}
     torch.save({"meta": {"mmseg_version": "1.2.2"}, "state_dict": state}, pth)
     args = (
-        ["analyze", str(pth)]
+        ["analyze", "--ckpt_path", str(pth)]
         if command == "analyze"
         else [*_validate_args(tmp_path, samples_root), f"--ckpt_path={pth}"]
     )

@@ -144,9 +144,9 @@ def test_export_never_replaces_its_checkpoint_nor_an_existing_file_unasked(tmp_p
     existing = tmp_path / "m.onnx"
     existing.write_text("an earlier export")
     with pytest.raises(ConfigError, match=r"'.*m\.onnx' exists; pass --overwrite"):
-        export_main(["--ckpt_path", str(ckpt), "--format", "onnx", "--no-check"])
+        export_main(["--ckpt_path", str(ckpt), "--format", "onnx", "--no_check"])
     assert existing.read_text() == "an earlier export"
-    export_main(["--ckpt_path", str(ckpt), "--format", "onnx", "--no-check", "--overwrite"])
+    export_main(["--ckpt_path", str(ckpt), "--format", "onnx", "--no_check", "--overwrite"])
     assert read_metadata(existing, "onnx")["dataset_info"]["classes"] == list(info.classes)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m.pt"]  # no temp file left beside them
 
@@ -174,7 +174,7 @@ def test_an_export_that_cannot_be_written_is_one_line_and_leaves_the_old_file(tm
     command = [sys.executable, "-m", "segfpn", "export", "--ckpt_path", str(ckpt), "--format", fmt]
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     result = subprocess.run(
-        [*command, "--output", str(output), "--overwrite", "--no-check"],
+        [*command, "--output", str(output), "--overwrite", "--no_check"],
         env=env,
         capture_output=True,
         text=True,

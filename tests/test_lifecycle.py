@@ -380,7 +380,7 @@ def test_a_stopped_experiment_variant_is_not_recorded_as_done(tmp_path: Path, sy
     spec.write_text(f"name: tiny\nbase: {REPO / 'configs' / 'demo.yaml'}\nvariants:\n  a: {{}}\n  b: {{}}\n")
     extra = [a for a in tiny_args(tmp_path, synthetic_root, max_steps=200) if "default_root_dir" not in a]
     extra.append("--data.embedded=false")  # the generated data_root of tiny_args, not the demo's embedded data
-    process = segfpn_process(["experiment", str(spec), "--out", str(tmp_path / "out"), "--no-cost", *extra])
+    process = segfpn_process(["experiment", str(spec), "--out", str(tmp_path / "out"), "--no_cost", *extra])
     wait_for(lambda: b"run folder:" in process.stdout.readline(), "variant a's run folder", process)
     process.send_signal(signal.SIGTERM)
     output = process.communicate(timeout=300)[0].decode()

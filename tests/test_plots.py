@@ -230,10 +230,10 @@ def test_report_per_class_chart_is_titled_and_sorted_and_curves_show_all_scores(
 
 
 def test_feature_maps_of_a_trained_checkpoint(trained_run: Path, samples_root: Path, tmp_path: Path) -> None:
-    """`segfpn feature-maps --ckpt`: the checkpoint's network on an image file, without its training data."""
+    """`segfpn feature-maps --ckpt_path`: the checkpoint's network on an image file, without its training data."""
     image = sorted((samples_root / "images" / "validation").glob("*.jpg"))[0]
     ckpt = trained_run / "checkpoints" / "last.ckpt"
-    main(["feature-maps", "--ckpt", str(ckpt), "--image", str(image), "--out", str(tmp_path)])
+    main(["feature-maps", "--ckpt_path", str(ckpt), "--image", str(image), "--out", str(tmp_path)])
     for name in ("backbone_features.png", "fpn_features.png"):
         assert Image.open(tmp_path / name).size[0] > 500
 

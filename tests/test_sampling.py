@@ -41,7 +41,7 @@ def test_class_stats_are_cached(samples_root: Path, monkeypatch: pytest.MonkeyPa
 def test_class_stats_command_writes_csv_and_png(samples_root: Path, tmp_path: Path) -> None:
     from segfpn.cli import main
 
-    main(["class-stats", "--data-root", str(samples_root), "--split", "val", "--out", str(tmp_path), "--workers", "1"])
+    main(["class-stats", "--data_root", str(samples_root), "--split", "val", "--out", str(tmp_path), "--workers", "1"])
     lines = (tmp_path / "class_stats_validation.csv").read_text().splitlines()
     assert lines[0] == "train_id,name,pixels,pixel_fraction,images" and len(lines) == 151
     assert lines[1].startswith("0,wall,")

@@ -84,13 +84,27 @@ def sample_grid(datamodule: Any, split: str, n: int, seed: int) -> Figure:
     return plot_sample_grid(samples, info, title)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="segfpn browse-data", description=__doc__)
-    parser.add_argument("--config", "-c", type=Path, action="append", required=True, help="LightningCLI YAML")
-    parser.add_argument("--split", choices=list(SPLITS), default="train")
+def build_parser() -> argparse.ArgumentParser:
+    """The options of ``segfpn browse-data`` (``--data.KEY=VALUE`` overrides are passed on, not declared here)."""
+    parser = argparse.ArgumentParser(
+        prog="segfpn browse-data",
+        description=__doc__,
+        epilog="--data.KEY=VALUE options (e.g. --data.data_root=DIR) override the config's data: section.",
+    )
+    parser.add_argument(
+        "--config", "-c", type=Path, action="append", required=True, help="LightningCLI YAML (repeat: later wins)"
+    )
+    parser.add_argument(
+        "--split", choices=list(SPLITS), default="train", help="split to draw from (train: with its augmentation)"
+    )
     parser.add_argument("--n", type=positive_int, default=8, help="number of samples")
     parser.add_argument("--seed", type=int, default=0, help="draws the samples and their augmentation")
     parser.add_argument("--out", type=Path, help="PNG to write (default: runs/browse_data/<split>.png)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
     args, overrides = parser.parse_known_args(argv)
     unknown = [a for a in overrides if not a.startswith("--data.")]
     if unknown:

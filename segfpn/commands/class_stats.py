@@ -1,6 +1,6 @@
 """``segfpn class-stats``: per-class pixel and image counts of a split, as CSV and a bar chart, with the
 dataset's class names. The data is given by a training config's ``data:`` section (any dataset the DataModule
-reads) and/or ``--data-root`` (the dataset folder)."""
+reads) and/or ``--data_root`` (the dataset folder)."""
 
 from __future__ import annotations
 
@@ -39,25 +39,43 @@ def data_settings(config: Path | None, data_root: Path | None) -> dict:
         )
     if "data_root" not in settings and not settings.get("embedded"):
         raise ConfigError(
-            "class-stats needs the data: --data-root, or --config with data_root (or embedded: true) in its data: "
+            "class-stats needs the data: --data_root, or --config with data_root (or embedded: true) in its data: "
             "section; found neither"
         )
     return settings
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The options of ``segfpn class-stats`` (built without importing torch: ``--help`` stays fast)."""
     parser = argparse.ArgumentParser(prog="segfpn class-stats", description=__doc__)
     parser.add_argument("--config", type=Path, help="a training config; its data: section chooses the dataset")
-    parser.add_argument("--data-root", type=Path, help="the dataset folder (overrides the config's data_root)")
+    parser.add_argument(
+        "--data_root",
+        "--data-root",
+        type=Path,
+        metavar="DIR",
+        help="the dataset folder (overrides the config's data_root)",
+    )
     parser.add_argument(
         "--split",
         default="train",
         choices=["train", "val", "training", "validation"],
         help="the dataset's training or validation split (its own folder name)",
     )
-    parser.add_argument("--out", type=Path, default=Path("runs/class_stats"))
-    parser.add_argument("--workers", type=non_negative_int, default=os.cpu_count() or 1)
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--out", type=Path, default=Path("runs/class_stats"), help="output folder (default: runs/class_stats)"
+    )
+    parser.add_argument(
+        "--workers",
+        type=non_negative_int,
+        default=os.cpu_count() or 1,
+        help="processes reading the annotations (default: one per CPU; 0: in this process)",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     from segfpn.datasets.class_stats import plot_class_distribution, write_class_stats_csv
     from segfpn.datasets.datamodule import SegmentationDataModule
 

@@ -9,13 +9,18 @@ from pathlib import Path
 from segfpn.errors import CheckpointError
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The options of ``segfpn convert`` (built without importing torch: ``--help`` stays fast)."""
     parser = argparse.ArgumentParser(prog="segfpn convert", description=__doc__)
     parser.add_argument("source", type=Path, help="mmseg or PVTv2-Seg checkpoint (.pth)")
     parser.add_argument("--out", type=Path, help="segfpn checkpoint to write (default: converted/<source>.ckpt)")
     parser.add_argument("--strict", action="store_true", help="fail when a key does not map either way")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint and config")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     from segfpn.commands.output_paths import check_output
     from segfpn.models.from_mmseg import convert_state_dict, read_checkpoint
     from segfpn.training.converted_checkpoint import save_converted, validate_command

@@ -29,8 +29,13 @@ def experiment_file(name_or_path: str) -> Path:
     )
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="segfpn cost", description=__doc__)
+def build_parser() -> argparse.ArgumentParser:
+    """The options of ``segfpn cost`` (``--model.NAME=VALUE`` overrides are passed on, not declared here)."""
+    parser = argparse.ArgumentParser(
+        prog="segfpn cost",
+        description=__doc__,
+        epilog="--model.NAME=VALUE options override every variant's model options.",
+    )
     parser.add_argument(
         "experiment",
         nargs="?",
@@ -38,11 +43,23 @@ def main(argv: list[str] | None = None) -> None:
         help="experiment YAML, or its name in experiments/ (attention, fpn_ablation, backbones...)",
     )
     parser.add_argument("--backbone", help="replace the experiment's backbone (default: its base config's)")
-    parser.add_argument("--size", type=positive_int, nargs=2, default=[512, 512], metavar=("H", "W"))
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--no-latency", action="store_true")
+    parser.add_argument(
+        "--size",
+        type=positive_int,
+        nargs=2,
+        default=[512, 512],
+        metavar=("H", "W"),
+        help="input height and width (default: 512 512)",
+    )
+    parser.add_argument("--device", default="cpu", help="device to build and time the models on (cpu, cuda...)")
+    parser.add_argument("--no_latency", "--no-latency", action="store_true", help="skip timing the forward pass")
     parser.add_argument("--rounds", type=positive_int, default=5, help="latency rounds (more: less noise)")
-    parser.add_argument("--csv", type=Path)
+    parser.add_argument("--csv", type=Path, help="also write the table to this CSV file")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     from segfpn.analysis.cost import cost_table
     from segfpn.training.experiment import Experiment

@@ -9,14 +9,37 @@ from segfpn.commands.arguments import positive_int
 from segfpn.packaged_configs import resolve_config
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="segfpn experiment", description=__doc__)
+def build_parser() -> argparse.ArgumentParser:
+    """The options of ``segfpn experiment`` (other options, e.g. ``--trainer.max_steps=...``, go to every
+    variant's ``segfpn fit``)."""
+    parser = argparse.ArgumentParser(
+        prog="segfpn experiment",
+        description=__doc__,
+        epilog="Other options (e.g. --trainer.max_steps=100, --data.data_root=DIR) are passed to every variant's fit.",
+    )
     parser.add_argument("file", type=Path, help="experiment YAML (see experiments/)")
-    parser.add_argument("--out", type=Path, default=Path("runs/experiments"))
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("runs/experiments"),
+        help="output folder; the runs and the report go to OUT/<experiment name> (default: runs/experiments)",
+    )
     parser.add_argument("--only", nargs="+", help="run only these variants")
-    parser.add_argument("--no-cost", action="store_true", help="skip the params/GFLOPs/latency columns")
-    parser.add_argument("--cost-size", type=positive_int, nargs=2, default=[512, 512], metavar=("H", "W"))
-    args, extra = parser.parse_known_args(argv)
+    parser.add_argument("--no_cost", "--no-cost", action="store_true", help="skip the params/GFLOPs/latency columns")
+    parser.add_argument(
+        "--cost_size",
+        "--cost-size",
+        type=positive_int,
+        nargs=2,
+        default=[512, 512],
+        metavar=("H", "W"),
+        help="input height and width of the cost columns (default: 512 512)",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args, extra = build_parser().parse_known_args(argv)
     args.file = Path(resolve_config(str(args.file), "experiment file"))  # experiments/x.yaml of the wheel too
     from segfpn.analysis.cost import cost_table
     from segfpn.analysis.report import write_report

@@ -10,9 +10,12 @@ from pathlib import Path
 from segfpn.constants import EXPORT_SUFFIXES
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The options of ``segfpn export`` (built without importing torch: ``--help`` stays fast)."""
     parser = argparse.ArgumentParser(prog="segfpn export", description=__doc__)
-    parser.add_argument("--ckpt_path", type=Path, required=True, help="checkpoint written by segfpn fit")
+    parser.add_argument(
+        "--ckpt_path", type=Path, metavar="CKPT", required=True, help="checkpoint written by segfpn fit"
+    )
     parser.add_argument(
         "--format", choices=list(EXPORT_SUFFIXES), required=True, help="onnx (onnxruntime) or torchscript (traced)"
     )
@@ -22,9 +25,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--labels", action="store_true", help="output the label map [B, H, W] instead of logits")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     parser.add_argument(
-        "--no-check", dest="check", action="store_false", help="skip comparing the file with PyTorch at a new size"
+        "--no_check",
+        "--no-check",
+        dest="check",
+        action="store_false",
+        help="skip comparing the file with PyTorch at a new size",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     from segfpn.commands.output_paths import check_output
     from segfpn.inference.export import CHECK_SIZE, check_export, export_network
     from segfpn.inference.predictor import load_trained_network

@@ -33,23 +33,40 @@ def load_input(
         stats = (info.mean, info.std) if info is not None else ()
         return val_transform(*stats)(image=load_image(image))["image"].unsqueeze(0)
     if data_root is None:
-        raise ConfigError("pass --image FILE or --data-root DIR (with --index)")
+        raise ConfigError("pass --image FILE or --data_root DIR (with --index)")
     return open_dataset(dataset, data_root, split)[index][0].unsqueeze(0)
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The options of ``segfpn feature-maps`` (built without importing torch: ``--help`` stays fast)."""
     parser = argparse.ArgumentParser(prog="segfpn feature-maps", description=__doc__)
-    parser.add_argument("--image", type=Path)
-    parser.add_argument("--data-root", type=Path)
-    parser.add_argument("--index", type=int, default=0)
-    parser.add_argument("--dataset", default="ade20k", help="layout of --data-root: ade20k, cityscapes or folder")
-    parser.add_argument("--split", help="split of --data-root (default: the dataset's validation split)")
-    parser.add_argument("--ckpt", type=Path, help="trained checkpoint (default: a new model)")
+    parser.add_argument("--image", type=Path, help="image file to plot the maps of (or --data_root with --index)")
+    parser.add_argument(
+        "--data_root", "--data-root", type=Path, metavar="DIR", help="dataset folder to take the image from"
+    )
+    parser.add_argument("--index", type=int, default=0, help="sample of --data_root's split to plot (default: 0)")
+    parser.add_argument("--dataset", default="ade20k", help="layout of --data_root: ade20k, cityscapes or folder")
+    parser.add_argument("--split", help="split of --data_root (default: the dataset's validation split)")
+    parser.add_argument(
+        "--ckpt_path",
+        "--ckpt",
+        type=Path,
+        metavar="CKPT",
+        help="checkpoint written by segfpn fit (default: a new model)",
+    )
     parser.add_argument("--backbone", default="convnext_tiny", help="backbone of the new model")
     parser.add_argument("--attention", help="attention of the new model (se, cbam)")
-    parser.add_argument("--channel", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path("runs/feature_maps"))
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--channel", type=int, default=0, help="channel plotted beside the channel mean of each level (default: 0)"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("runs/feature_maps"), help="output folder (default: runs/feature_maps)"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     import matplotlib.pyplot as plt
     import torch
 
@@ -57,10 +74,11 @@ def main(argv: list[str] | None = None) -> None:
     from segfpn.utils.visualize import plot_attention_maps, plot_feature_maps
 
     info = None
-    if args.ckpt:
+    if args.ckpt_path:
         from segfpn.inference.predictor import load_trained_network
 
-        loaded = load_trained_network(args.ckpt, "--ckpt")  # the network and its data's statistics, no data needed
+        # the network and its data's statistics, no data needed
+        loaded = load_trained_network(args.ckpt_path, "--ckpt_path")
         model, info = loaded.network.model, loaded.dataset_info
     else:
         # one class: the classifier is not plotted and its width does not change the feature maps

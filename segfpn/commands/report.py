@@ -6,11 +6,16 @@ import argparse
 from pathlib import Path
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The options of ``segfpn report``."""
     parser = argparse.ArgumentParser(prog="segfpn report", description=__doc__)
-    parser.add_argument("folder", type=Path)
-    parser.add_argument("--title")
-    args = parser.parse_args(argv)
+    parser.add_argument("folder", type=Path, help="folder whose runs are gathered; the report is written there")
+    parser.add_argument("--title", help='title of the report (default: "Report: <folder name>")')
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     from segfpn.analysis.report import write_report
 
     files = write_report(args.folder, args.title)

@@ -8,15 +8,32 @@ from pathlib import Path
 from segfpn.commands.arguments import positive_int
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """The options of ``segfpn summary`` (built without importing torch: ``--help`` stays fast)."""
     parser = argparse.ArgumentParser(prog="segfpn summary", description=__doc__)
-    parser.add_argument("--backbones", nargs="+", help="default: the tested backbones")
-    parser.add_argument("--size", type=positive_int, nargs=2, default=[512, 512], metavar=("H", "W"))
-    parser.add_argument("--num-classes", type=positive_int, help="classifier width (default: the demo data's classes)")
+    parser.add_argument("--backbones", nargs="+", help="timm backbone names (default: the tested backbones)")
+    parser.add_argument(
+        "--size",
+        type=positive_int,
+        nargs=2,
+        default=[512, 512],
+        metavar=("H", "W"),
+        help="input height and width (default: 512 512)",
+    )
+    parser.add_argument(
+        "--num_classes",
+        "--num-classes",
+        type=positive_int,
+        help="classifier width (default: the demo data's classes)",
+    )
     parser.add_argument("--features", action="store_true", help="also print per-stage feature statistics")
     parser.add_argument("--latency", action="store_true", help="also time one forward pass")
     parser.add_argument("--csv", type=Path, help="write the table to this CSV file")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     import torch
 
     from segfpn.analysis.tables import format_table, write_csv
