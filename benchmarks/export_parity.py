@@ -101,7 +101,7 @@ def run(device: str = "cpu", quick: bool = False) -> list[dict]:
 
 
 if __name__ == "__main__":
-    from segfpn.analysis.tables import format_table
+    from segfpn.tables import format_table
 
     table = run()
     print(format_table(table, list(table[0])))

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-from segfpn.analysis.tables import format_table
+from segfpn.tables import format_table
 from tests.conftest import SAMPLES
 from tests.parity.conftest import Tape, build_mmseg_transform, import_reference, load_pair, mmseg_config
 from tests.parity.test_losses import _batches, _logits

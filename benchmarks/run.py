@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import machine_name
-from segfpn.analysis.tables import format_table, write_csv
+from segfpn.tables import format_table, write_csv
 
 SECTIONS = {
     "machine": "benchmarks.machine",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +64,22 @@ def scores_from_confusion(cm: torch.Tensor) -> dict[str, torch.Tensor]:
         "IoU": iou,
         "Acc": acc,
     }
+
+
+def per_class_rows(scores: Mapping[str, torch.Tensor], class_names: Sequence[str]) -> list[dict[str, Any]]:
+    """One row per class of an evaluation's ``scores`` (``compute()``'s): ``id``, ``class``, ``IoU``, ``Acc``
+    (``None`` where undefined: a class absent from ground truth and prediction) and ``gt_pixels``. Every per-class
+    table (CSV, Markdown, TensorBoard, W&B, the error analysis) is written from these rows."""
+    gt_pixels = scores["confmat"].sum(1).tolist() if "confmat" in scores else [None] * len(class_names)
+    return [
+        {"id": c, "class": name, "IoU": _number(scores["IoU"][c]), "Acc": _number(scores["Acc"][c]), "gt_pixels": gt}
+        for c, (name, gt) in enumerate(zip(class_names, gt_pixels))
+    ]
+
+
+def _number(value: torch.Tensor) -> float | None:
+    number = float(value)
+    return None if math.isnan(number) else number
 
 
 class SegmentationMetrics(Metric):

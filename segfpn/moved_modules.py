@@ -28,6 +28,7 @@ MOVED_MODULES = {
     "segfpn.analysis.experiment": "segfpn.training.experiment",
     "segfpn.analysis.convert": "segfpn.training.converted_checkpoint",
     "segfpn.analysis.errors": "segfpn.analysis.class_errors",
+    "segfpn.analysis.tables": "segfpn.tables",
     "segfpn.predictor": "segfpn.inference.predictor",
     "segfpn.export": "segfpn.inference.export",
     "segfpn.checkpoint_file": "segfpn.inference.checkpoint",

@@ -11,7 +11,7 @@ import torch
 from tqdm import tqdm
 
 from segfpn.constants import IGNORE_INDEX
-from segfpn.metrics import BoundaryIoU, SegmentationMetrics, to_labels
+from segfpn.metrics import BoundaryIoU, SegmentationMetrics, per_class_rows, to_labels
 
 SIZE_BINS = {"small (<1%)": (0.0, 0.01), "medium (1-10%)": (0.01, 0.10), "large (>10%)": (0.10, 1.01)}
 
@@ -108,10 +108,7 @@ def write_error_analysis(
     plt.close(figure)
     confusions = top_confusions(confmat, class_names, top_k)
     worst = worst_classes(scores["IoU"], class_names, top_k)
-    per_class = [
-        {"id": c, "class": name, "IoU": _plain(scores["IoU"][c]), "Acc": _plain(scores["Acc"][c])}
-        for c, name in enumerate(class_names)
-    ]
+    per_class = per_class_rows(scores, class_names)
     summary = {
         "dataset": dataset_name or None,
         "mIoU": float(scores["mIoU"]),
@@ -164,12 +161,6 @@ def write_error_analysis(
     ]
     files["markdown"].write_text("\n".join(lines) + "\n")
     return files
-
-
-def _plain(value: torch.Tensor) -> float | None:
-    """A score as a JSON number (None for NaN: a class absent from ground truth and prediction)."""
-    v = float(value)
-    return None if np.isnan(v) else v
 
 
 def _cell(value: float | None) -> str:

@@ -7,10 +7,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from segfpn.analysis.tables import format_table, write_csv
 from segfpn.commands.arguments import positive_int
 from segfpn.errors import ConfigError
 from segfpn.packaged_configs import resolve_config
+from segfpn.tables import format_table, write_csv
 
 EXPERIMENTS = Path("experiments")
 

@@ -36,8 +36,8 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     import torch
 
-    from segfpn.analysis.tables import format_table, write_csv
     from segfpn.models import TESTED_BACKBONES, SegmentationModel
+    from segfpn.tables import format_table, write_csv
     from segfpn.training.experiment import data_num_classes
     from segfpn.utils.model_summary import backbone_feature_stats, summarize
 

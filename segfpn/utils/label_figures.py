@@ -12,14 +12,7 @@ from matplotlib.patches import Patch
 from PIL import Image, ImageDraw, ImageFont
 
 from segfpn.datasets.info import DatasetInfo
-from segfpn.utils.visualize import colorize, colour_table
-
-
-def blend(image: np.ndarray, labels: np.ndarray, info: DatasetInfo, alpha: float = 0.5) -> np.ndarray:
-    """The image with its labels painted on at ``alpha``; ignored pixels keep the image's own colour."""
-    painted = image.astype(np.float32) * (1 - alpha) + colorize(labels, info).astype(np.float32) * alpha
-    keep = (np.asarray(labels) == info.ignore_index)[..., None]
-    return np.where(keep, image, painted.round()).astype(np.uint8)
+from segfpn.utils.visualize import blend, colorize, colour_table
 
 
 def comparison_strip(

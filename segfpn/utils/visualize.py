@@ -48,9 +48,18 @@ def colorize(labels: np.ndarray | torch.Tensor, dataset_info: DatasetInfo | None
     return colour_table(dataset_info)[labels.astype(np.int64) % 256]
 
 
-def overlay(image: np.ndarray, colours: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """Blend an RGB image with a colour mask of the same size."""
-    return (image.astype(np.float32) * (1 - alpha) + colours.astype(np.float32) * alpha).astype(np.uint8)
+def overlay(image: np.ndarray, colours: np.ndarray, alpha: float = 0.5, keep: np.ndarray | None = None) -> np.ndarray:
+    """Blend an RGB image with a colour mask of the same size at ``alpha``; pixels where ``keep`` is true keep the
+    image's own colour. The one blend of segfpn's figures, overlays and prediction files."""
+    painted = (image.astype(np.float32) * (1 - alpha) + colours.astype(np.float32) * alpha).round()
+    if keep is not None:
+        painted = np.where(np.asarray(keep)[..., None], image, painted)
+    return painted.astype(np.uint8)
+
+
+def blend(image: np.ndarray, labels: np.ndarray, info: DatasetInfo, alpha: float = 0.5) -> np.ndarray:
+    """The image with its labels painted on in the dataset's palette; ignored pixels keep the image's colour."""
+    return overlay(image, colorize(labels, info), alpha, keep=np.asarray(labels) == info.ignore_index)
 
 
 def _save(fig: Figure, save_path: str | Path | None) -> Figure:

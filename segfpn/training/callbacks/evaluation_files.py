@@ -3,14 +3,14 @@ whatever the logger (W&B gets them from WandbMedia), and in TensorBoard when a T
 
 from __future__ import annotations
 
-import csv
-import math
 from pathlib import Path
 
 import lightning as L
 import matplotlib.pyplot as plt
 import numpy as np
 
+from segfpn.metrics import per_class_rows
+from segfpn.tables import markdown_table, write_csv
 from segfpn.training.runs import evaluation_name
 
 
@@ -42,13 +42,8 @@ class EvaluationFiles(L.Callback):
         stem = evaluation_name(trainer, stage)
         folder = Path(trainer.default_root_dir) / "evaluation"
         folder.mkdir(parents=True, exist_ok=True)
-        rows = [
-            (c, names[c], _cell(scores["IoU"][c]), _cell(scores["Acc"][c]), int(confmat[c].sum()))
-            for c in range(len(names))
-        ]
-        table = folder / f"{stem}-per_class.csv"
-        with table.open("w", newline="") as f:
-            csv.writer(f).writerows([("id", "class", "IoU", "Acc", "gt_pixels"), *rows])
+        rows = [{**r, "IoU": _cell(r["IoU"]), "Acc": _cell(r["Acc"])} for r in per_class_rows(scores, names)]
+        table = write_csv(rows, folder / f"{stem}-per_class.csv")
         np.save(folder / f"{stem}-confusion.npy", confmat)
         figure = plot_confusion_matrix(confmat, names, top_k=self.top_k)
         figure.axes[0].set_title(f"confusion matrix, {stage} at step {trainer.global_step} (rows normalised)")
@@ -59,10 +54,8 @@ class EvaluationFiles(L.Callback):
             # the step Lightning gave the logger for this evaluation's scalars (global_step - 1 during fit)
             step = trainer.fit_loop.epoch_loop._batches_that_stepped
             tensorboard.add_figure(f"{stage}/confusion_matrix", figure, global_step=step)
-            present = sorted((r for r in rows if r[2] != ""), key=lambda r: -float(r[2]))
-            markdown = "| class | IoU | Acc | gt pixels |\n|---|---|---|---|\n" + "\n".join(
-                f"| {name} | {iou} | {acc} | {pixels} |" for _, name, iou, acc, pixels in present
-            )
+            present = sorted((r for r in rows if r["IoU"] != ""), key=lambda r: -float(r["IoU"]))
+            markdown = markdown_table(present, ["class", "IoU", "Acc", "gt_pixels"])
             tensorboard.add_text(f"{stage}/per_class", markdown, global_step=step)
         plt.close(figure)
 
@@ -74,9 +67,8 @@ class EvaluationFiles(L.Callback):
         self._write(trainer, pl_module, "test")
 
 
-def _cell(value: object) -> str:
-    number = float(value)
-    return "" if math.isnan(number) else f"{number:.6f}"
+def _cell(value: float | None) -> str:
+    return "" if value is None else f"{value:.6f}"
 
 
 def _tensorboard(trainer: L.Trainer) -> object | None:

@@ -10,7 +10,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
 from PIL import Image
 
-from segfpn.utils.visualize import colorize, denormalize, overlay
+from segfpn.utils.visualize import blend, denormalize
 
 
 class PredictionWriter(BasePredictionWriter):
@@ -47,7 +47,7 @@ class PredictionWriter(BasePredictionWriter):
             if self.overlays:
                 (self.output_dir / "overlays").mkdir(parents=True, exist_ok=True)
                 info = pl_module.dataset_info
-                Image.fromarray(overlay(denormalize(image, info), colorize(labels, info))).save(
+                Image.fromarray(blend(denormalize(image, info), labels, info)).save(
                     self.output_dir / "overlays" / f"{stem}.jpg"
                 )
 

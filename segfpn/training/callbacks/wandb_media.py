@@ -6,9 +6,9 @@ from typing import Any
 
 import lightning as L
 import numpy as np
-import torch
 
 from segfpn.constants import IGNORE_INDEX
+from segfpn.metrics import per_class_rows
 from segfpn.utils.visualize import denormalize
 
 
@@ -62,9 +62,7 @@ class WandbMedia(L.Callback):
         scores = getattr(pl_module, "last_scores", {})
         if "IoU" in scores:
             rows = [
-                [c, names[c], float(scores["IoU"][c]), float(scores["Acc"][c])]
-                for c in range(len(names))
-                if not torch.isnan(scores["IoU"][c])
+                [r["id"], r["class"], r["IoU"], r["Acc"]] for r in per_class_rows(scores, names) if r["IoU"] is not None
             ]
             logger.experiment.log(
                 {

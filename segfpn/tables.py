@@ -1,4 +1,4 @@
-"""Result tables of the analysis commands: plain-text for the terminal, CSV for files."""
+"""Tables of rows (dicts): plain text for the terminal, Markdown for reports and TensorBoard, CSV for files."""
 
 from __future__ import annotations
 
@@ -17,6 +17,13 @@ def format_table(rows: list[dict], columns: list[str]) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
     lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
+    return "\n".join(lines)
+
+
+def markdown_table(rows: list[dict], columns: list[str]) -> str:
+    """A Markdown table of ``rows`` restricted to ``columns`` (cells as given: format them first)."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(str(r.get(c, "")) for c in columns) + " |" for r in rows]
     return "\n".join(lines)
 
 
