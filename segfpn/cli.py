@@ -1,4 +1,4 @@
-"""The ``segfpn`` command: one table of commands, a light top-level parser, and dispatch.
+"""The ``segfpn`` command: a light top-level parser over the command table (:mod:`segfpn.commands`), and dispatch.
 
 Nothing here imports torch, Lightning, timm or wandb: ``segfpn --help`` and ``segfpn <tool> --help`` stay fast.
 fit/validate/test/predict run :mod:`segfpn.training.cli`; each tool is ``module:function`` taking argv.
@@ -10,18 +10,27 @@ import argparse
 import difflib
 import importlib
 import sys
+import warnings
 from typing import Any
 
 from segfpn.commands import LIGHTNING_COMMANDS, TOOLS
 from segfpn.errors import debug_requested, handle_errors
 
-# Names run_cli & co. used to have here; they live in segfpn.training.cli and are loaded on first use.
-_LAZY = {"run_cli", "SegFPNCLI", "CheckpointMismatchError", "TimestampedSaveConfig", "ARCHITECTURE_OPTIONS"}
+# Names that used to be importable from here: they live in segfpn.training.cli (loaded, with Lightning, on first use)
+_MOVED_TO_TRAINING_CLI = {"run_cli", "SegFPNCLI", "CheckpointMismatchError", "TimestampedSaveConfig"}
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
+    if name in _MOVED_TO_TRAINING_CLI:
+        warnings.warn(f"segfpn.cli.{name} moved: import it from segfpn.training.cli", FutureWarning, stacklevel=2)
         return getattr(importlib.import_module("segfpn.training.cli"), name)
+    if name == "ARCHITECTURE_OPTIONS":
+        warnings.warn(
+            "segfpn.cli.ARCHITECTURE_OPTIONS moved: import it from segfpn.models.segmentation_model",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return importlib.import_module("segfpn.models.segmentation_model").ARCHITECTURE_OPTIONS
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

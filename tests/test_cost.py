@@ -12,7 +12,7 @@ from segfpn.cli import main
 from segfpn.commands.cost import experiment_file
 from segfpn.errors import ConfigError
 from segfpn.models import SegmentationModel
-from segfpn.training.cli import ARCHITECTURE_OPTIONS
+from segfpn.models.segmentation_model import ARCHITECTURE_OPTIONS
 from segfpn.training.experiment import Experiment
 
 REPO = Path(__file__).resolve().parents[1]

@@ -13,7 +13,7 @@ import torch
 
 from segfpn.cli import main
 from segfpn.models import SegmentationModel
-from segfpn.training.cli import ARCHITECTURE_OPTIONS
+from segfpn.models.segmentation_model import ARCHITECTURE_OPTIONS
 from segfpn.training.losses import LOSSES
 from segfpn.training.module import SegmentationModule
 
@@ -134,3 +134,17 @@ def test_flat_cli_options_are_parsed(capsys: pytest.CaptureFixture[str], monkeyp
     model = re.search(r"^model:\n((?:  .*\n)+)", printed, re.M).group(1)
     assert "  backbone_name: resnet18" in model and "  fpn_channels: 32" in model
     assert "init_args" not in model and "model_options" not in model  # flat, as sweeps and experiments write them
+
+
+def test_an_unknown_optimizer_or_schedule_is_named_by_the_one_check() -> None:
+    from segfpn.errors import ConfigError
+    from segfpn.training.optim import build_optimizer, lr_factor
+
+    with pytest.raises(ConfigError, match=r"model.optimizer must be one of 'adamw', 'sgd', got 'adam'"):
+        SegmentationModule(3, backbone_name="resnet18", pretrained=False, optimizer="adam")
+    with pytest.raises(ConfigError, match=r"model.schedule must be one of 'poly', 'cosine', 'constant', got 'step'"):
+        SegmentationModule(3, backbone_name="resnet18", pretrained=False, schedule="step")
+    with pytest.raises(ConfigError, match=r"^schedule must be one of .* got 'step'"):
+        lr_factor(1, 10, "step")
+    with pytest.raises(ConfigError, match=r"^optimizer must be one of .* got 'adam'"):
+        build_optimizer([], "adam", 0.1)

@@ -8,10 +8,10 @@ from typing import Any
 import torch
 
 from segfpn.models import SegmentationModel
+from segfpn.models.segmentation_model import WEIGHT_OPTIONS
 from segfpn.utils.model_summary import measure_latency, summarize
 
 # where the weights come from does not change the cost (and a download is not wanted)
-WEIGHT_OPTIONS = ("pretrained", "pretrained_path")
 
 
 def cost_table(

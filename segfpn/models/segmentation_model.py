@@ -182,15 +182,21 @@ class SegmentationModel(nn.Module):
         return logits[..., :h, :w]
 
 
+# SegmentationModel's arguments, read once: those that load weights, and those that define the network (the rest:
+# a checkpoint's architecture wins over a command's, a cost table compares them)
+_SIGNATURE = inspect.signature(SegmentationModel)
+WEIGHT_OPTIONS = ("pretrained", "pretrained_path")
+ARCHITECTURE_OPTIONS = tuple(name for name in _SIGNATURE.parameters if name not in WEIGHT_OPTIONS)
+
+
 def model_arguments(values: dict[str, Any]) -> dict[str, Any]:
     """The entries of ``values`` (hyper-parameters, a config's model section) that are SegmentationModel's."""
-    names = inspect.signature(SegmentationModel).parameters
-    return {k: v for k, v in values.items() if k in names}
+    return {k: v for k, v in values.items() if k in _SIGNATURE.parameters}
 
 
 def architecture_options(num_classes: int, options: dict[str, Any]) -> dict[str, Any]:
     """Every argument of ``SegmentationModel(num_classes, **options)`` with the defaults filled in."""
-    bound = inspect.signature(SegmentationModel).bind(num_classes, **options)
+    bound = _SIGNATURE.bind(num_classes, **options)
     bound.apply_defaults()
     return dict(bound.arguments)
 

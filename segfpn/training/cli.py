@@ -5,7 +5,6 @@ Imported by :func:`segfpn.cli.main` only for these commands, since it loads Ligh
 from __future__ import annotations
 
 import contextlib
-import inspect
 import itertools
 import os
 import secrets
@@ -25,7 +24,7 @@ from segfpn.datasets.datamodule import SegmentationDataModule
 from segfpn.datasets.info import DatasetInfo
 from segfpn.errors import CheckpointError, ConfigError
 from segfpn.inference.checkpoint import load_segfpn_checkpoint
-from segfpn.models.segmentation_model import SegmentationModel
+from segfpn.models.segmentation_model import ARCHITECTURE_OPTIONS
 from segfpn.packaged_configs import resolve_config_args
 from segfpn.text_files import bound_jsonargparse, check_expansion, load_yaml_file, read_text
 from segfpn.training import runs
@@ -66,15 +65,6 @@ class TimestampedSaveConfig(SaveConfigCallback):
         self.parser.save(self.config, path, skip_none=False, overwrite=True)
         if trainer.logger is not None:
             trainer.logger.log_hyperparams({"cli_config": self.parser.dump(self.config, skip_none=False)})
-
-
-# Options that define the network (SegmentationModel's); the rest (loss, optimiser, inference...) may differ
-# between a checkpoint and the command that loads it.
-ARCHITECTURE_OPTIONS = tuple(
-    name
-    for name in inspect.signature(SegmentationModel.__init__).parameters
-    if name not in ("self", "pretrained", "pretrained_path")
-)
 
 
 class CheckpointMismatchError(ConfigError):

@@ -16,7 +16,14 @@ from segfpn.metrics import BoundaryIoU, SegmentationMetrics, to_labels
 from segfpn.models import SegmentationModel
 from segfpn.models.segmentation_model import architecture_options
 from segfpn.training.losses import CombinedLoss, CrossEntropyLoss
-from segfpn.training.optim import build_optimizer, lr_factor, param_groups
+from segfpn.training.optim import (
+    OptimizerName,
+    ScheduleName,
+    build_optimizer,
+    check_choice,
+    lr_factor,
+    param_groups,
+)
 
 log = logging.getLogger(__name__)
 
@@ -73,12 +80,12 @@ class SegmentationModule(L.LightningModule):
         ohem_min_kept: int = 100_000,
         focal_gamma: float = 2.0,
         loss_avg_non_ignore: bool = False,
-        optimizer: Literal["adamw", "sgd"] = "adamw",
+        optimizer: OptimizerName = "adamw",
         lr: float = 1e-4,
         weight_decay: float = 1e-4,
         momentum: float = 0.9,
         backbone_lr_mult: float = 1.0,
-        schedule: Literal["poly", "cosine", "constant"] = "poly",
+        schedule: ScheduleName = "poly",
         warmup_iters: int = 0,
         warmup_ratio: float = 1e-6,
         poly_power: float = 0.9,
@@ -99,10 +106,8 @@ class SegmentationModule(L.LightningModule):
             warmup_iters=warmup_iters,
             backbone_lr_mult=backbone_lr_mult,
         )
-        if optimizer not in ("adamw", "sgd"):
-            raise ConfigError(f"model.optimizer must be 'adamw' or 'sgd', got {optimizer!r}")
-        if schedule not in ("poly", "cosine", "constant"):
-            raise ConfigError(f"model.schedule must be 'poly', 'cosine' or 'constant', got {schedule!r}")
+        check_choice(optimizer, OptimizerName, "model.optimizer")
+        check_choice(schedule, ScheduleName, "model.schedule")
         self.model = SegmentationModel(num_classes=num_classes, **model_options)
         # save_hyperparameters reads this frame's locals: with the defaults filled in, the hyper-parameters (and so
         # checkpoints and logger configs) name every architecture option of the network, not only those given

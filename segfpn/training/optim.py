@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 from torch import nn
 
+from segfpn.errors import ConfigError
+
+OptimizerName = Literal["adamw", "sgd"]
+ScheduleName = Literal["poly", "cosine", "constant"]
 NO_DECAY_NAMES = ("pos_embed", "absolute_pos_embed", "relative_position_bias_table", "cls_token")
 
 
@@ -33,7 +37,7 @@ def param_groups(model: nn.Module, weight_decay: float, backbone_lr_mult: float 
 def lr_factor(
     step: int,
     max_steps: int,
-    schedule: Literal["poly", "cosine", "constant"],
+    schedule: ScheduleName,
     warmup_steps: int = 0,
     warmup_ratio: float = 1e-6,
     power: float = 0.9,
@@ -48,7 +52,7 @@ def lr_factor(
     elif schedule == "constant":
         factor = 1.0
     else:
-        raise ValueError(f"schedule must be 'poly', 'cosine' or 'constant', got {schedule!r}")
+        check_choice(schedule, ScheduleName, "schedule")
     if step < warmup_steps:
         factor *= warmup_ratio + (1 - warmup_ratio) * step / warmup_steps
     return factor
@@ -56,7 +60,7 @@ def lr_factor(
 
 def build_optimizer(
     groups: list[dict],
-    name: Literal["adamw", "sgd"],
+    name: OptimizerName,
     lr: float,
     momentum: float = 0.9,
     betas: tuple[float, float] = (0.9, 0.999),
@@ -68,4 +72,12 @@ def build_optimizer(
         return torch.optim.AdamW(groups, lr=lr, betas=betas)
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lr, momentum=momentum)
-    raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {name!r}")
+    check_choice(name, OptimizerName, "optimizer")
+    raise AssertionError("unreachable")
+
+
+def check_choice(value: str, choices: object, option: str) -> None:
+    """Raise a ConfigError naming ``option`` unless ``value`` is one of the ``Literal`` type ``choices``."""
+    allowed = get_args(choices)
+    if value not in allowed:
+        raise ConfigError(f"{option} must be one of {', '.join(repr(a) for a in allowed)}, got {value!r}")
