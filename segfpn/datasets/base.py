@@ -261,7 +261,7 @@ class SegmentationDataset(Dataset):
         else:
             raise CorruptSampleError(f"every sample of {str(self.root)!r} ({self.split}) is unusable")
         out = self.transform(image=image, mask=mask)
-        # numpy's uint8 -> int64 cast is ~100x faster than torch's on the CPU (8 ms for an ADE20K mask)
+        # cast by numpy: torch's uint8 -> int64 cast is far slower on the CPU
         return out["image"], torch.from_numpy(np.asarray(out["mask"]).astype(np.int64))
 
     @property

@@ -8,7 +8,8 @@ published one:
 - ``align_resize``: the PVT authors' test pipeline (whai362/PVT and PVTv2-Seg, ``AlignResize``): after the
   keep-ratio resize the image is stretched (resized, not padded) to the next multiple of ``size_divisor`` in each
   dimension; the logits are resized back to the annotation.
-- ``pad``: segfpn's earlier behaviour: pad to a multiple of 32, crop the logits back. Matches no published code.
+- ``pad``: pad to a multiple of 32 and crop the logits back (checkpoints trained before the reference protocols
+  evaluate so). Matches no published code.
 
 In every protocol the test-time resize works on the 8-bit pixels with cv2 as mmcv does (the normalised image is
 mapped back to 0..255, resized, normalised again), the logits of each scale/flip are resized bilinearly to the

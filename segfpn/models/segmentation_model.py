@@ -174,9 +174,9 @@ class SegmentationModel(nn.Module):
         # padded: upsample to the padded size and crop (pixels keep their stride-32 grid); unpadded: resize
         # straight to the input size, as mmseg's decode head and postprocess_result do
         ph, pw = self.padded_size(h, w) if pad else (h, w)
-        # NCHW full-resolution logits, also for a channels_last model: cross-entropy on channels-last logits is
-        # 2-3x slower on the CPU (train step at 2x512x512: upsample + CE 735 -> 558 ms; validation image 380 -> 309
-        # ms); the copy here is of the 4x smaller logits. Only a bare argmax (predict) was faster channels-last.
+        # NCHW full-resolution logits, also for a channels_last model: cross-entropy and the metric read channels-last
+        # logits slowly on the CPU, and the copy here is of the 4x smaller logits (figures: benchmarks/results/
+        # code_comment_figures.md)
         logits = logits.contiguous()
         logits = F.interpolate(logits, size=(ph, pw), mode="bilinear", align_corners=False)
         return logits[..., :h, :w]

@@ -47,7 +47,7 @@ class GracefulStop(L.Callback):
 
     Lightning's own handlers save (Slurm auto-requeue) or broadcast (SIGTERM) inside the signal handler. Under
     DDP the handler can interrupt a rank in the middle of a collective, and the checkpoint's barrier then waits
-    forever (Lightning issue #21406; seen here once in six pre-emptions on two CPU ranks). Here the handler only
+    forever (Lightning issue #21406). Here the handler only
     records the signal. At each training batch end, and at the end of each validation during fit, the ranks agree
     on it (one one-element all-reduce), all save together, and training stops; rank 0 requeues in ``teardown``,
     once the last checkpoint is on disk. The handlers are installed in ``setup`` and again at ``on_train_start``
