@@ -23,3 +23,15 @@ def positive_int(text: str) -> int:
 def non_negative_int(text: str) -> int:
     """An integer >= 0 (worker processes: 0 loads in the main process)."""
     return _int_from(text, 0, "an integer >= 0")
+
+
+def add_input_size(parser: argparse.ArgumentParser, *names: str, what: str = "input") -> None:
+    """An ``H W`` option (default 512 512, each a positive integer) under ``names``."""
+    parser.add_argument(
+        *names,
+        type=positive_int,
+        nargs=2,
+        default=[512, 512],
+        metavar=("H", "W"),
+        help=f"{what} height and width (default: 512 512)",
+    )

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from segfpn.commands.arguments import positive_int
+from segfpn.commands.arguments import add_input_size, positive_int
 from segfpn.errors import ConfigError
 from segfpn.packaged_configs import resolve_config
 from segfpn.tables import format_table, write_csv
@@ -43,14 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="experiment YAML, or its name in experiments/ (attention, fpn_ablation, backbones...)",
     )
     parser.add_argument("--backbone", help="replace the experiment's backbone (default: its base config's)")
-    parser.add_argument(
-        "--size",
-        type=positive_int,
-        nargs=2,
-        default=[512, 512],
-        metavar=("H", "W"),
-        help="input height and width (default: 512 512)",
-    )
+    add_input_size(parser, "--size")
     parser.add_argument("--device", default="cpu", help="device to build and time the models on (cpu, cuda...)")
     parser.add_argument("--no_latency", "--no-latency", action="store_true", help="skip timing the forward pass")
     parser.add_argument("--rounds", type=positive_int, default=5, help="latency rounds (more: less noise)")

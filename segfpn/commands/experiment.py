@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from segfpn.commands.arguments import positive_int
+from segfpn.commands.arguments import add_input_size
 from segfpn.packaged_configs import resolve_config
 
 
@@ -26,15 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--only", nargs="+", help="run only these variants")
     parser.add_argument("--no_cost", "--no-cost", action="store_true", help="skip the params/GFLOPs/latency columns")
-    parser.add_argument(
-        "--cost_size",
-        "--cost-size",
-        type=positive_int,
-        nargs=2,
-        default=[512, 512],
-        metavar=("H", "W"),
-        help="input height and width of the cost columns (default: 512 512)",
-    )
+    add_input_size(parser, "--cost_size", "--cost-size", what="the cost columns' input")
     return parser
 
 

@@ -5,21 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from segfpn.commands.arguments import positive_int
+from segfpn.commands.arguments import add_input_size, positive_int
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The options of ``segfpn summary`` (built without importing torch: ``--help`` stays fast)."""
     parser = argparse.ArgumentParser(prog="segfpn summary", description=__doc__)
     parser.add_argument("--backbones", nargs="+", help="timm backbone names (default: the tested backbones)")
-    parser.add_argument(
-        "--size",
-        type=positive_int,
-        nargs=2,
-        default=[512, 512],
-        metavar=("H", "W"),
-        help="input height and width (default: 512 512)",
-    )
+    add_input_size(parser, "--size")
     parser.add_argument(
         "--num_classes",
         "--num-classes",
