@@ -23,4 +23,5 @@ TOOLS = {
     "plot-curves": ("segfpn.commands.plot_curves:main", "loss, lr and val score curves of a run from its logs"),
     "browse-data": ("segfpn.commands.browse_data:main", "grid of augmented training samples with a class legend"),
     "export": ("segfpn.commands.export:main", "export a checkpoint to ONNX or TorchScript"),
+    "benchmark": ("segfpn.commands.benchmark:main", "images/s of a config's loader, model step, fit and inference"),
 }

@@ -310,8 +310,8 @@ def apply_checkpoint_architecture(config: Namespace, ckpt: Path, given: set[str]
         )
 
 
-def run_cli(args: list[str] | None = None) -> SegFPNCLI:
-    """Run the LightningCLI on ``args`` (default: ``sys.argv[1:]``)."""
+def run_cli(args: list[str] | None = None, extra_callbacks: list[Any] | None = None) -> SegFPNCLI:
+    """Run the LightningCLI on ``args`` (default: ``sys.argv[1:]``); ``extra_callbacks`` join the config's."""
     argv = resolve_config_args(sys.argv[1:] if args is None else args)  # `--config demo`: the packaged one
     if not {"-h", "--help", "--print_config"} & {a.split("=", 1)[0] for a in argv}:
         configure_wandb_mode()  # help and printed configs get no W&B line
@@ -340,6 +340,7 @@ def run_cli(args: list[str] | None = None) -> SegFPNCLI:
                         "init_args": {"project": "segfpn", "save_dir": "runs/default"},
                     },
                     "default_root_dir": "runs/default",
+                    **({"callbacks": extra_callbacks} if extra_callbacks else {}),
                 },
                 parser_kwargs={
                     "description": "segfpn: Semantic FPN training and evaluation (LightningCLI); "

@@ -189,8 +189,8 @@ class SegmentationModule(L.LightningModule):
     def forward(self, images: torch.Tensor, pad: bool = True) -> dict[str, torch.Tensor]:
         return self.model(images, pad=pad)
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        images, masks = batch
+    def training_loss(self, images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The training loss of a batch (main + weighted auxiliary terms) and its parts, without logging."""
         outputs = self(images)
         parts = self.criterion(outputs["p0"], masks)
         loss = parts["loss"]
@@ -198,6 +198,11 @@ class SegmentationModule(L.LightningModule):
             aux = self.hparams.aux_loss_weight * self.aux_criterion(outputs[key], masks)
             parts[f"aux_{key}"] = aux
             loss = loss + aux
+        return loss, parts
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        images, masks = batch
+        loss, parts = self.training_loss(images, masks)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite training loss {loss.item()} at step {self.global_step}")
         self.log("train/loss", loss, prog_bar=True, batch_size=len(images))
