@@ -14,7 +14,7 @@ LOCK_VENV := /tmp/segfpn-lock-venv
 PARITY_NO_DEPS := requirements/parity-nodeps.txt
 EXTRAS := dev,bench,parity
 
-.PHONY: demo test test-quick lint bench install lock clean
+.PHONY: demo test test-quick lint bench install lock clean gpu-wheels
 
 $(STAMP): pyproject.toml $(LOCK) $(PARITY_NO_DEPS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -53,6 +53,12 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
+
+# Python 3.12 wheels of what benchmarks/gpu_check.sh needs beyond a GPU machine's image (carry the folder there).
+gpu-wheels:
+	$(PYTHON) -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	  --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64 \
+	  -d benchmarks/gpu_wheels -r benchmarks/gpu_requirements.txt
 
 clean:
 	rm -rf $(VENV) data/embedded_ade20k runs wandb lightning_logs

@@ -31,7 +31,7 @@ class Config:
     backbone: str
     size: int
     batch: int
-    variant: str  # "fp32" | "channels_last" | "bf16"
+    variant: str  # "fp32" | "channels_last" | "bf16" | "bf16_channels_last"
     rounds: int
     device: str = "cpu"
 
@@ -64,12 +64,12 @@ def measure(cfg: Config) -> dict:
 
     rss_start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     model = build(cfg).to(cfg.device)
-    memory_format = torch.channels_last if cfg.variant == "channels_last" else torch.contiguous_format
+    memory_format = torch.channels_last if "channels_last" in cfg.variant else torch.contiguous_format
     model = model.to(memory_format=memory_format)
     x = torch.randn(cfg.batch, 3, cfg.size, cfg.size, device=cfg.device).contiguous(memory_format=memory_format)
     target = torch.randint(0, 150, (cfg.batch, cfg.size, cfg.size), device=cfg.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    autocast = torch.autocast(cfg.device.split(":")[0], dtype=torch.bfloat16, enabled=cfg.variant == "bf16")
+    autocast = torch.autocast(cfg.device.split(":")[0], dtype=torch.bfloat16, enabled="bf16" in cfg.variant)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model.eval()(x)
     gflops = counter.get_total_flops() / 1e9
