@@ -55,7 +55,9 @@ class EvaluationFiles(L.Callback):
             step = trainer.fit_loop.epoch_loop._batches_that_stepped
             tensorboard.add_figure(f"{stage}/confusion_matrix", figure, global_step=step)
             present = sorted((r for r in rows if r["IoU"] != ""), key=lambda r: -float(r["IoU"]))
-            markdown = markdown_table(present, ["class", "IoU", "Acc", "gt_pixels"])
+            markdown = markdown_table(
+                [{**r, "gt pixels": r["gt_pixels"]} for r in present], ["class", "IoU", "Acc", "gt pixels"]
+            )
             tensorboard.add_text(f"{stage}/per_class", markdown, global_step=step)
         plt.close(figure)
 
