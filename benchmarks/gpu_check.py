@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import gc
 import json
 import platform
 import tempfile
@@ -98,6 +99,9 @@ def run(device: str, out: Path) -> tuple[Path, Path]:
                     benchmark_args(config, sizes, Path(tmp), compiled, device), set(PHASES), sizes.steps, sizes.warmup
                 )
                 reports.append(report)
+                gc.collect()  # the Trainer and module of this config hold each other: free them before the next
+                if device == "cuda":
+                    torch.cuda.empty_cache()
                 r = report["results"]
                 rows.append(
                     {

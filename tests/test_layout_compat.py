@@ -35,6 +35,16 @@ def test_a_folded_module_names_what_replaced_it(old: str) -> None:
         importlib.import_module(old)
 
 
+@pytest.mark.parametrize("old", sorted(json.loads((FIXTURES / "public_names.json").read_text())))
+def test_every_public_name_of_an_old_module_is_still_there(old: str) -> None:
+    """public_names.json: each old module's top-level public names at f35d369 (read from its source)."""
+    names = json.loads((FIXTURES / "public_names.json").read_text())[old]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        module = importlib.import_module(old)
+    assert [name for name in names if not hasattr(module, name)] == []
+
+
 def test_the_names_users_type_import_from_their_documented_paths() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)

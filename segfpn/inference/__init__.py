@@ -2,8 +2,10 @@
 ONNX/TorchScript export. Nothing here imports Lightning (``tests/test_imports.py`` checks it)."""
 
 from segfpn.inference.protocols import (
+    PROTOCOLS,
     InferenceConfig,
     Protocol,
+    Stats,
     eval_input,
     from_pixels,
     inference_config,
@@ -13,8 +15,10 @@ from segfpn.inference.protocols import (
 )
 
 __all__ = [
+    "PROTOCOLS",
     "InferenceConfig",
     "Protocol",
+    "Stats",
     "eval_input",
     "from_pixels",
     "inference_config",

@@ -57,6 +57,8 @@ class SegmentationModel(nn.Module):
             ``aux_loss_weight``).
     """
 
+    channels_last = False  # a class default: whole models pickled before use_channels_last load too
+
     def __init__(
         self,
         num_classes: int,
@@ -81,7 +83,6 @@ class SegmentationModel(nn.Module):
         if num_classes < 1:
             raise ConfigError(f"num_classes must be positive, got {num_classes}")
         self.num_classes = num_classes
-        self.channels_last = False  # see use_channels_last
         self.backbone = TimmBackbone(
             backbone_name,
             pretrained=pretrained,

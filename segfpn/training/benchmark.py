@@ -123,9 +123,10 @@ def measure_model(
     gradient scaler of ``16-mixed``), the module's channels_last and compile settings; no loader."""
     device = trainer.strategy.root_device
     module.to(device).train()
-    images, masks = (t.to(device, non_blocking=True) for t in batch)
-    optimizer = module.configure_optimizers()["optimizer"]
     precision = trainer.precision_plugin
+    images, masks = (t.to(device, non_blocking=True) for t in batch)
+    images = precision.convert_input(images)  # bf16-true & co. take inputs in their dtype
+    optimizer = module.configure_optimizers()["optimizer"]
     scaler = getattr(precision, "scaler", None)
     sizes, seconds = [], []
     _reset_peak_memory(device)
@@ -151,18 +152,22 @@ def measure_model(
 
 
 @torch.no_grad()
-def measure_inference(module: Any, images: list[torch.Tensor], device: torch.device, warmup: int) -> Throughput:
+def measure_inference(module: Any, images: list[torch.Tensor], trainer: L.Trainer, warmup: int) -> Throughput:
     """mmseg's fps protocol: each image alone through the module's whole-image inference (its protocol and test
-    scale), loading excluded, the device synchronised around each timed image; the first ``warmup`` untimed."""
+    scale, in the trainer's precision as ``segfpn validate`` runs it), loading excluded, the device synchronised
+    around each timed image; the first ``warmup`` untimed."""
+    device, precision = trainer.strategy.root_device, trainer.precision_plugin
     module.to(device).eval()
+    module.zero_grad(set_to_none=True)  # the model phase's gradients are not part of inference memory
     info = module.dataset_info
     sizes, seconds = [], []
     _reset_peak_memory(device)
     for i, image in enumerate(images):
-        x = image.to(device)
+        x = precision.convert_input(image.to(device))
         _sync(device)
         start = time.perf_counter()
-        predict_logits(module, x, module.inference, info.num_classes, info.mean, info.std)
+        with precision.forward_context():
+            predict_logits(module, x, module.inference, info.num_classes, info.mean, info.std)
         _sync(device)
         if i >= warmup:
             seconds.append(time.perf_counter() - start)
@@ -235,7 +240,13 @@ def run_benchmark(config_args: list[str], what: set[str], steps: int, warmup: in
             images += [image[None] for image in batch[0]]
             if len(images) >= warmup + steps:
                 break
-        results["inference"] = measure_inference(module, images[: warmup + steps], device, min(warmup, len(images) - 1))
+        results["inference"] = measure_inference(
+            module, images[: warmup + steps], trainer, min(warmup, len(images) - 1)
+        )
+    module.zero_grad(set_to_none=True)
+    module.cpu()  # the next benchmark in this process measures its own memory, not this model's
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
     return {
         "config": config_args,
         "run_dir": str(trainer.default_root_dir),

@@ -11,7 +11,9 @@ from typing import Any
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
-from segfpn.atomic_files import replace_atomically
+from segfpn.atomic_files import atomic_link, replace_atomically
+
+__all__ = ["AtomicCheckpointIO", "atomic_link", "atomic_save", "checkpoint_step", "newest_good_checkpoint"]
 
 
 def atomic_save(checkpoint: dict[str, Any], path: str | Path) -> None:
